@@ -1,0 +1,58 @@
+# Systimz — `make run` serves the demo, `make test` runs the suite (README).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+HOST ?= 127.0.0.1
+PYTEST_ARGS ?=
+
+.PHONY: run test lint format check install install-dev clean
+
+$(VENV)/.runtime: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+# Development secrets, made once per checkout and never committed: a stable SECRET_KEY and
+# field-encryption key so signed tokens and stored credentials survive restarts.
+.env:
+	@$(PYTHON) -c "import base64, secrets; \
+	print('DEBUG=1'); \
+	print('SECRET_KEY=' + secrets.token_urlsafe(50)); \
+	print('SYSTIMZ_ENCRYPTION_KEYS=' + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())" > $@
+	@echo "wrote .env (development settings; see README, Configuration)"
+
+run: $(VENV)/.runtime .env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo --base-url http://$(HOST):$(PORT)
+	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) systimz.asgi:application
+
+test: $(VENV)/.dev .env
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Migrations in step with the models, and the deployment checklist under production settings.
+check: $(VENV)/.dev .env
+	$(PY) manage.py makemigrations --check --dry-run
+	SYSTIMZ_ENV_FILE= DEBUG=0 SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  SYSTIMZ_ENCRYPTION_KEYS="$$($(PY) -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+	  ALLOWED_HOSTS=systimz.example.com $(PY) manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf $(VENV) .local staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from avatars.models import Avatar, VoicePreset
+from systimz.orgs.admin_base import OrgScopedAdmin
+
+
+@admin.register(VoicePreset)
+class VoicePresetAdmin(OrgScopedAdmin):
+    list_display = ["name", "voice_id", "rate", "emotion", "language", "created_at"]
+    list_filter = ["emotion", "language"]
+    search_fields = ["name", "voice_id"]
+
+
+@admin.register(Avatar)
+class AvatarAdmin(OrgScopedAdmin):
+    list_display = ["slug", "name", "provider", "kind", "quality", "published", "updated_at"]
+    list_filter = ["provider", "kind", "quality", "published"]
+    search_fields = ["slug", "name", "provider_avatar_id"]
+    list_select_related = ["organisation", "voice_preset", "knowledge_base"]
+    readonly_fields = ["talk_page", "created_at", "updated_at"]
+    prepopulated_fields = {"slug": ["name"]}
+
+    @admin.display(description="Talk page")
+    def talk_page(self, obj: Avatar) -> str:
+        if not obj.pk or not obj.published:
+            return "Publish the avatar to give it a talk page."
+        url = reverse("talk-page", args=[obj.organisation.slug, obj.slug])
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, url)

@@ -1,0 +1,9 @@
+from systimz.errors import TooLarge, UnsupportedMediaType
+
+
+class DocumentTooLarge(TooLarge):
+    default_message = "The document is larger than 10 MB."
+
+
+class UnsupportedDocumentType(UnsupportedMediaType):
+    default_message = "Upload a text (.txt) or Markdown (.md) file."
