@@ -56,7 +56,11 @@ class VoicePreset(OrgOwnedModel):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["organisation", "name"], name="voice_preset_name"),
+            models.UniqueConstraint(
+                fields=["organisation", "name"],
+                name="voice_preset_name",
+                violation_error_message="A voice preset with this name already exists.",
+            ),
             models.CheckConstraint(
                 condition=models.Q(rate__gte=RATE_MIN, rate__lte=RATE_MAX), name="voice_rate_range"
             ),
@@ -95,7 +99,11 @@ class Avatar(OrgOwnedModel):
     class Meta:
         ordering = ["slug"]
         constraints = [
-            models.UniqueConstraint(fields=["organisation", "slug"], name="avatar_slug"),
+            models.UniqueConstraint(
+                fields=["organisation", "slug"],
+                name="avatar_slug",
+                violation_error_message="An avatar with this slug already exists.",
+            ),
         ]
         indexes = [models.Index(fields=["organisation", "published"])]
 

@@ -18,7 +18,11 @@ class KnowledgeBase(OrgOwnedModel):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["organisation", "name"], name="knowledge_base_name")
+            models.UniqueConstraint(
+                fields=["organisation", "name"],
+                name="knowledge_base_name",
+                violation_error_message="A knowledge base with this name already exists.",
+            )
         ]
 
     def __str__(self) -> str:

@@ -128,3 +128,12 @@ def env_fernet_keys(name: str, environ_: Mapping[str, str] | None = None) -> lis
                 name, f"key {position} is not a Fernet key (32 url-safe base64-encoded bytes)"
             ) from None
     return keys
+
+
+def env_rate(name: str, default: str, environ_: Mapping[str, str] | None = None) -> str:
+    """A DRF throttle rate such as ``1200/minute``."""
+    value = _raw(name, environ_) or default
+    count, _, period = value.partition("/")
+    if not count.isdigit() or int(count) < 1 or period[:1] not in {"s", "m", "h", "d"}:
+        raise EnvError(name, f"expected <count>/<second|minute|hour|day>, got {value!r}")
+    return value

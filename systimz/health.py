@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from kombu import Connection
 
 from systimz import errors
 from systimz.api.exceptions import json_error_response
@@ -42,9 +44,11 @@ async def _channel_layer() -> None:
 
 
 def _broker() -> None:
-    from systimz.celery import app
-
-    with app.connection_for_write() as conn:
+    with Connection(
+        settings.CELERY_BROKER_URL,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        connect_timeout=CHECK_TIMEOUT_SECONDS,
+    ) as conn:
         conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_SECONDS)
 
 

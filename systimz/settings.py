@@ -23,6 +23,7 @@ from systimz.env import (
     env_http_url,
     env_int,
     env_list,
+    env_rate,
     env_redis_url,
     env_str,
 )
@@ -200,7 +201,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["systimz.api.throttling.ApiKeyRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"api_key": env_str("API_RATE_LIMIT", "1200/minute")},
+    "DEFAULT_THROTTLE_RATES": {"api_key": env_rate("API_RATE_LIMIT", "1200/minute")},
     "EXCEPTION_HANDLER": "systimz.api.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -224,10 +225,6 @@ SPECTACULAR_SETTINGS = {
         "ProviderEnum": "avatars.models.Provider.choices",
         "PlanEnum": "systimz.orgs.models.Plan.choices",
     },
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer"}},
-    },
-    "SECURITY": [{"ApiKey": []}],
 }
 
 # Uploads: a document may be up to 10 MB (contract); the request may carry a little more.
@@ -246,7 +243,7 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0, maximum=63_072_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=True)
@@ -331,5 +328,4 @@ LOGGING = {
 
 # --- Systimz --------------------------------------------------------------------------------
 
-SITE_URL = env_str("SITE_URL", "")
 API_KEY_LAST_USED_RESOLUTION_SECONDS = 60

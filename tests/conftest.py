@@ -63,3 +63,9 @@ def anonymous() -> APIClient:
 @pytest.fixture
 def make_tenant(db: None) -> Callable[..., Tenant]:
     return _tenant
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    # Admin logins hash passwords; the production hasher is slow on purpose.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

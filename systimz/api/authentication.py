@@ -8,6 +8,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from systimz.api import schema  # noqa: F401 - registers the OpenAPI security scheme
 from systimz.orgs import services
 from systimz.orgs.models import ApiKey, Organisation
 

@@ -30,8 +30,7 @@ router.register(
 router.register("avatars", AvatarViewSet, basename="avatar")
 
 urlpatterns = [
-    path("organisation/", OrganisationView.as_view(), name="organisation"),
-    path("organisation", OrganisationView.as_view()),
+    re_path(r"^organisation/?$", OrganisationView.as_view(), name="organisation"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its script from a URL, so the page works under our CSP.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),

@@ -10,8 +10,8 @@ from systimz.orgs import crypto, services
 class Command(BaseCommand):
     help = (
         "Re-encrypt every provider credential under the first key of SYSTIMZ_ENCRYPTION_KEYS. "
-        "Safe to run again and to interrupt; remove an old key only after this reports 0 rows "
-        "left under it."
+        "Safe to run again and to interrupt; remove an old key only after a run that reports "
+        "failed=0."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
