@@ -40,6 +40,11 @@ class AvatarKind(models.TextChoices):
     STUDIO = "studio", "Studio"
 
 
+class ChatMode(models.TextChoices):
+    SYSTIMZ = "systimz", "Systimz answers from the knowledge base"
+    PROVIDER = "provider", "The provider's own LLM answers (HeyGen / LiveAvatar)"
+
+
 RATE_MIN, RATE_MAX = 0.5, 1.5
 
 
@@ -87,6 +92,19 @@ class Avatar(OrgOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="avatars",
+    )
+    chat_mode = models.CharField(
+        max_length=10,
+        choices=ChatMode.choices,
+        default=ChatMode.SYSTIMZ,
+        help_text="Who writes chat replies. 'provider' hands the provider a prompt built from "
+        "the knowledge base (HeyGen and LiveAvatar only).",
+    )
+    provider_knowledge_id = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="A knowledge base id at the provider; with chat_mode 'provider' it is used "
+        "instead of the prompt built from the knowledge base.",
     )
     quality = models.CharField(max_length=10, choices=Quality.choices, default=Quality.MEDIUM)
     language = models.CharField(max_length=35, default="en", validators=[language_validator])

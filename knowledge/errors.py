@@ -6,4 +6,4 @@ class DocumentTooLarge(TooLarge):
 
 
 class UnsupportedDocumentType(UnsupportedMediaType):
-    default_message = "Upload a text (.txt) or Markdown (.md) file."
+    default_message = "Upload a text (.txt), Markdown (.md), HTML (.html) or PDF (.pdf) file."

@@ -224,6 +224,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ProviderEnum": "avatars.models.Provider.choices",
         "PlanEnum": "systimz.orgs.models.Plan.choices",
+        "DocumentFormatEnum": "knowledge.models.DocumentFormat.choices",
     },
 }
 
@@ -231,6 +232,16 @@ SPECTACULAR_SETTINGS = {
 DOCUMENT_MAX_BYTES = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = DOCUMENT_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Documents up to this size are chunked in the request; larger ones by a Celery task.
+KNOWLEDGE_INLINE_INGEST_BYTES = 256 * 1024
+# An LLM endpoint must be https, except on these hosts (a local model server in development).
+LLM_HTTP_ALLOWED_HOSTS = env_list(
+    "LLM_HTTP_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "::1"] if DEBUG else []
+)
+# HeyGen's knowledge prompt ("knowledge_base") has no documented limit: we keep it well short.
+PROVIDER_KNOWLEDGE_MAX_CHARS = env_int(
+    "PROVIDER_KNOWLEDGE_MAX_CHARS", 10_000, minimum=500, maximum=100_000
+)
 
 # --- Security -------------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ def outsider(db: None) -> Tenant:
     voice = factories.VoicePresetFactory(organisation=other.org)
     factories.AvatarFactory(organisation=other.org, voice_preset=voice, knowledge_base=kb)
     factories.ProviderCredentialFactory(organisation=other.org)
+    factories.LLMEndpointFactory(organisation=other.org)
     return other
 
 

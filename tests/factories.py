@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 
 from avatars.models import Avatar, Provider, VoicePreset
-from knowledge.models import Document, DocumentStatus, KnowledgeBase
+from knowledge.models import Document, DocumentStatus, KnowledgeBase, LLMEndpoint
 from systimz.orgs.models import Organisation, Plan, ProviderCredential
 
 
@@ -78,3 +78,22 @@ class ProviderCredentialFactory(factory.django.DjangoModelFactory):
         credential.set_api_key(api_key)
         credential.save()
         return credential
+
+
+class LLMEndpointFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = LLMEndpoint
+
+    organisation = factory.SubFactory(OrganisationFactory)
+    name = factory.Sequence(lambda n: f"LLM {n}")
+    base_url = "http://127.0.0.1:9/v1"
+    model = "test-model"
+    api_key = factory.Sequence(lambda n: f"llm-test-secret-{n:08d}")
+
+    @classmethod
+    def _create(cls, model_class: type, *args: object, **kwargs: object) -> LLMEndpoint:
+        api_key = str(kwargs.pop("api_key"))
+        endpoint = model_class(*args, **kwargs)
+        endpoint.set_api_key(api_key)
+        endpoint.save()
+        return endpoint

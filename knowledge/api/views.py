@@ -8,15 +8,27 @@ from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from knowledge import services
+from knowledge import selectors, services
+from knowledge.answerers import Turn
 from knowledge.api import serializers
 from knowledge.errors import DocumentTooLarge
-from knowledge.models import Document, KnowledgeBase
+from knowledge.models import Document, KnowledgeBase, LLMEndpoint
 from systimz import errors
 from systimz.api.viewsets import OrgScopedModelViewSet, OrgScopedViewSet
+
+
+class LLMEndpointViewSet(OrgScopedModelViewSet):
+    """OpenAI-compatible chat-completions endpoints a knowledge base may answer with. The key
+    is write-only (responses show `last4`) and encrypted at rest."""
+
+    model = LLMEndpoint
+    required_scopes = ("manage",)
+    serializer_class = serializers.LLMEndpointSerializer
+    search_fields = ["name", "model"]
 
 
 class KnowledgeBaseViewSet(OrgScopedModelViewSet):
@@ -28,6 +40,34 @@ class KnowledgeBaseViewSet(OrgScopedModelViewSet):
     serializer_class = serializers.KnowledgeBaseSerializer
     search_fields = ["name"]
     ordering_fields = ["name", "created_at"]
+
+    def scope_queryset(self, queryset: QuerySet) -> QuerySet:
+        return queryset.select_related("llm_endpoint", "organisation")
+
+    @extend_schema(request=serializers.AskInputSerializer, responses=serializers.AnswerSerializer)
+    @action(detail=True, methods=["post"], url_path="ask")
+    def ask(self, request: Request, pk: str | None = None) -> Response:
+        """The test console: answer a question from this knowledge base, with citations, or
+        refuse with its fallback text. Refused and weakly supported questions become gaps."""
+        kb = self.get_object()
+        data = serializers.AskInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        history = [
+            Turn(role=t["role"], text=t["text"]) for t in data.validated_data.get("history", [])
+        ]
+        answer = services.knowledge_ask(
+            kb=kb, question=data.validated_data["question"], history=history, source="console"
+        )
+        return Response(serializers.AnswerSerializer(answer).data)
+
+    @extend_schema(responses=serializers.GapSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="gaps")
+    def gaps(self, request: Request, pk: str | None = None) -> Response:
+        """Questions the knowledge base could not answer well, grouped by similar wording,
+        most asked first."""
+        groups = selectors.gap_groups(kb=self.get_object())
+        page = self.paginate_queryset(groups)
+        return self.get_paginated_response(serializers.GapSerializer(page, many=True).data)
 
 
 _KB_PARAM = OpenApiParameter(
@@ -48,9 +88,11 @@ class DocumentViewSet(
     mixins.DestroyModelMixin,
     OrgScopedViewSet,
 ):
-    """Documents of one knowledge base. Create with JSON `{title, content}` or a multipart
-    `file` (text or Markdown, up to 10 MB). Uploading the same text again returns the
-    existing document with 200. Only the title can be changed afterwards."""
+    """Documents of one knowledge base. Create with JSON `{title, content, format?}` (text,
+    markdown or html) or a multipart `file` (.txt, .md, .html, .pdf; up to 10 MB). Uploading
+    the same text again returns the existing document with 200. Small documents are `ready`
+    at once; larger ones are `pending` until ingested in the background (`failed` with the
+    reason if that fails). Only the title can be changed afterwards."""
 
     model = Document
     required_scopes = ("manage",)
@@ -98,8 +140,8 @@ class DocumentViewSet(
         if "file" in values:
             text = services.document_text_from_upload(values["file"], title=values.get("title"))
         else:
-            text = services.DocumentText(
-                title=values["title"], content=values["content"], format=values["format"]
+            text = services.document_text_from_json(
+                title=values["title"], content=values["content"], fmt=values["format"]
             )
         document, created = services.document_create(knowledge_base=knowledge_base, text=text)
         return Response(

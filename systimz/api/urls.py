@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import SimpleRouter
 
 from avatars.api.views import AvatarViewSet, VoicePresetViewSet
-from knowledge.api.views import DocumentViewSet, KnowledgeBaseViewSet
+from knowledge.api.views import DocumentViewSet, KnowledgeBaseViewSet, LLMEndpointViewSet
 from systimz import views
 from systimz.api.viewsets import UUID_PATTERN
 from systimz.orgs.api.views import ApiKeyViewSet, OrganisationView, ProviderCredentialViewSet
@@ -21,6 +21,7 @@ router = Router()
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("provider-credentials", ProviderCredentialViewSet, basename="provider-credential")
 router.register("voice-presets", VoicePresetViewSet, basename="voice-preset")
+router.register("llm-endpoints", LLMEndpointViewSet, basename="llm-endpoint")
 router.register("knowledge-bases", KnowledgeBaseViewSet, basename="knowledge-base")
 router.register(
     rf"knowledge-bases/(?P<knowledge_base_id>{UUID_PATTERN})/documents",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import ClassVar
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
@@ -165,15 +166,51 @@ class ApiKey(OrgOwnedModel):
         return scope in self.scopes
 
 
-class ProviderCredential(OrgOwnedModel):
-    """An organisation's API key for a remote avatar provider, encrypted at rest."""
+class EncryptedKeyModel(OrgOwnedModel):
+    """Base of every row that holds a tenant's third-party API key, encrypted at rest.
 
-    provider = models.CharField(max_length=20, choices=CredentialProvider.choices)
-    plan = models.CharField(max_length=20, choices=Plan.choices, default=Plan.TRIAL)
+    The ciphertext is bound to ``<cipher_purpose>:<row id>:org:<organisation id>``, so it
+    cannot be moved to another row. ``rotate_encryption_keys`` re-encrypts every subclass."""
+
+    cipher_purpose: ClassVar[str]
+
     encrypted_api_key = models.TextField(editable=False)
     key_id = models.CharField(max_length=12, editable=False, db_index=True)
     last4 = models.CharField(max_length=4, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def _context(self) -> str:
+        return f"{self.cipher_purpose}:{self.pk}:org:{self.organisation_id}"
+
+    def set_api_key(self, api_key: str) -> None:
+        self.encrypted_api_key, self.key_id = crypto.encrypt(api_key, context=self._context)
+        self.last4 = api_key[-4:]
+
+    def reveal_api_key(self) -> str:
+        """The plaintext key, for the outbound call only. Never serialise or log it."""
+        return crypto.decrypt(self.encrypted_api_key, context=self._context)
+
+    def rotate(self) -> bool:
+        """Re-encrypt under the current first key; False when already there."""
+        if self.key_id == crypto.current_key_id():
+            return False
+        self.encrypted_api_key, self.key_id = crypto.reencrypt(
+            self.encrypted_api_key, context=self._context
+        )
+        return True
+
+
+class ProviderCredential(EncryptedKeyModel):
+    """An organisation's API key for a remote avatar provider."""
+
+    cipher_purpose = "provider-credential"
+
+    provider = models.CharField(max_length=20, choices=CredentialProvider.choices)
+    plan = models.CharField(max_length=20, choices=Plan.choices, default=Plan.TRIAL)
 
     class Meta:
         ordering = ["provider"]
@@ -188,24 +225,3 @@ class ProviderCredential(OrgOwnedModel):
 
     def __repr__(self) -> str:
         return f"<ProviderCredential {self.pk} {self.provider} …{self.last4}>"
-
-    @property
-    def _context(self) -> str:
-        return f"provider-credential:{self.pk}:org:{self.organisation_id}"
-
-    def set_api_key(self, api_key: str) -> None:
-        self.encrypted_api_key, self.key_id = crypto.encrypt(api_key, context=self._context)
-        self.last4 = api_key[-4:]
-
-    def reveal_api_key(self) -> str:
-        """The plaintext key, for the provider call only. Never serialise or log it."""
-        return crypto.decrypt(self.encrypted_api_key, context=self._context)
-
-    def rotate(self) -> bool:
-        """Re-encrypt under the current first key; False when already there."""
-        if self.key_id == crypto.current_key_id():
-            return False
-        self.encrypted_api_key, self.key_id = crypto.reencrypt(
-            self.encrypted_api_key, context=self._context
-        )
-        return True

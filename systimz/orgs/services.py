@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
@@ -20,6 +21,7 @@ from systimz import errors
 from systimz.orgs import crypto
 from systimz.orgs.models import (
     ApiKey,
+    EncryptedKeyModel,
     Organisation,
     Plan,
     ProviderCredential,
@@ -191,37 +193,43 @@ class RotationReport:
         return self.rotated + self.already_current + self.failed
 
 
-def provider_credentials_rotate(*, batch_size: int = 500) -> RotationReport:
-    """Re-encrypt every credential under the first key of SYSTIMZ_ENCRYPTION_KEYS.
+def _encrypted_models() -> list[type[EncryptedKeyModel]]:
+    return [m for m in apps.get_models() if issubclass(m, EncryptedKeyModel)]
+
+
+def encrypted_keys_rotate(*, batch_size: int = 500) -> RotationReport:
+    """Re-encrypt every stored third-party key (provider credentials, LLM endpoints, ...)
+    under the first key of SYSTIMZ_ENCRYPTION_KEYS.
 
     Idempotent and resumable: rows already under the current key are skipped, and each
     batch commits on its own with its rows locked, so a concurrent update is never lost."""
     rotated = current = failed = 0
-    last_pk = None
-    while True:
-        with transaction.atomic():
-            batch = ProviderCredential.objects.select_for_update().order_by("pk")
-            if last_pk is not None:
-                batch = batch.filter(pk__gt=last_pk)
-            rows = list(batch[:batch_size])
-            for credential in rows:
-                try:
-                    changed = credential.rotate()
-                except crypto.DecryptionError:
-                    # Under a key no longer configured, or tampered with: leave it for an
-                    # operator (the report counts it) and go on with the others.
-                    log.error("credential.rotation_failed id=%s", credential.pk)
-                    failed += 1
-                    continue
-                if changed:
-                    credential.save(update_fields=["encrypted_api_key", "key_id", "updated_at"])
-                    rotated += 1
-                else:
-                    current += 1
-        if len(rows) < batch_size:
-            break
-        last_pk = rows[-1].pk
-    log.info("credential.rotation rotated=%s current=%s failed=%s", rotated, current, failed)
+    for model in _encrypted_models():
+        last_pk = None
+        while True:
+            with transaction.atomic():
+                batch = model.objects.select_for_update().order_by("pk")
+                if last_pk is not None:
+                    batch = batch.filter(pk__gt=last_pk)
+                rows = list(batch[:batch_size])
+                for row in rows:
+                    try:
+                        changed = row.rotate()
+                    except crypto.DecryptionError:
+                        # Under a key no longer configured, or tampered with: leave it for an
+                        # operator (the report counts it) and go on with the others.
+                        log.error("secret.rotation_failed model=%s id=%s", model.__name__, row.pk)
+                        failed += 1
+                        continue
+                    if changed:
+                        row.save(update_fields=["encrypted_api_key", "key_id", "updated_at"])
+                        rotated += 1
+                    else:
+                        current += 1
+            if len(rows) < batch_size:
+                break
+            last_pk = rows[-1].pk
+    log.info("secret.rotation rotated=%s current=%s failed=%s", rotated, current, failed)
     return RotationReport(rotated=rotated, already_current=current, failed=failed)
 
 

@@ -12,7 +12,7 @@ import pytest
 from django.urls import reverse
 
 from avatars.models import Avatar, VoicePreset
-from knowledge.models import Document, KnowledgeBase
+from knowledge.models import Document, KnowledgeBase, LLMEndpoint
 from sessions.routing import websocket_urlpatterns
 from systimz.orgs.models import ApiKey, Organisation, ProviderCredential
 from tests.api.routes import api_routes
@@ -30,6 +30,9 @@ OBJECT_ROUTE_CASES: dict[str, Case] = {
     "provider-credential-detail": _one(ProviderCredential),
     "voice-preset-detail": _one(VoicePreset),
     "knowledge-base-detail": _one(KnowledgeBase),
+    "knowledge-base-ask": _one(KnowledgeBase),
+    "knowledge-base-gaps": _one(KnowledgeBase),
+    "llm-endpoint-detail": _one(LLMEndpoint),
     "avatar-detail": _one(Avatar),
     "document-list": lambda org: {
         "knowledge_base_id": KnowledgeBase.objects.for_org(org).first().pk
@@ -41,10 +44,12 @@ OBJECT_ROUTE_CASES: dict[str, Case] = {
 }
 WEBSOCKET_ROUTE_CASES: dict[str, Case] = {}
 
+ORG_MODELS = (ApiKey, ProviderCredential, VoicePreset, KnowledgeBase, Avatar, Document, LLMEndpoint)
+
 BODIES = {
     "PUT": {"name": "hijack", "slug": "hijack", "voice_id": "v", "title": "t", "plan": "trial"},
     "PATCH": {"name": "hijack", "title": "hijack"},
-    "POST": {"title": "t", "content": "hijack"},
+    "POST": {"title": "t", "content": "hijack", "question": "What is the secret?"},
 }
 
 
@@ -80,7 +85,7 @@ def test_outsider_objects_are_untouched_after_the_sweep(tenant, outsider):
         model.__name__: sorted(
             str(pk) for pk in model.objects.for_org(outsider.org).values_list("pk", flat=True)
         )
-        for model in (ApiKey, ProviderCredential, VoicePreset, KnowledgeBase, Avatar, Document)
+        for model in ORG_MODELS
     }
     for route in _object_routes():
         kwargs = OBJECT_ROUTE_CASES[route.name](outsider.org)
@@ -92,7 +97,7 @@ def test_outsider_objects_are_untouched_after_the_sweep(tenant, outsider):
         model.__name__: sorted(
             str(pk) for pk in model.objects.for_org(outsider.org).values_list("pk", flat=True)
         )
-        for model in (ApiKey, ProviderCredential, VoicePreset, KnowledgeBase, Avatar, Document)
+        for model in ORG_MODELS
     }
     assert after == before
     assert ApiKey.objects.for_org(outsider.org).filter(revoked_at__isnull=False).count() == 0
@@ -109,6 +114,6 @@ def test_lists_show_only_the_callers_objects(tenant, outsider, route):
     response = tenant.client.get(reverse(route.name))
     assert response.status_code == 200
     text = response.content.decode()
-    for model in (ApiKey, ProviderCredential, VoicePreset, KnowledgeBase, Avatar, Document):
+    for model in ORG_MODELS:
         for pk in model.objects.for_org(outsider.org).values_list("pk", flat=True):
             assert str(pk) not in text

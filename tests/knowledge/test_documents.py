@@ -45,7 +45,8 @@ def test_multipart_text_and_markdown_upload(tenant, kb, name, content_type, fmt)
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["format"], body["content"]) == (fmt, "# Returns\n\nThirty days.")
-    assert body["title"] == name.rsplit(".", 1)[0]
+    # Markdown names itself by its first heading; plain text by the file name.
+    assert body["title"] == ("Returns" if fmt == "markdown" else name.rsplit(".", 1)[0])
 
 
 def test_upload_with_explicit_title(tenant, kb):
@@ -86,15 +87,20 @@ def test_exactly_ten_megabytes_is_accepted(tenant, kb, settings):
     assert response.json()["size_bytes"] == settings.DOCUMENT_MAX_BYTES
 
 
-def test_other_file_types_are_415_and_binary_is_400(tenant, kb):
-    pdf = SimpleUploadedFile("a.pdf", b"%PDF-1.4", content_type="application/pdf")
-    response = tenant.client.post(_url(kb), {"file": pdf}, format="multipart")
+def test_other_file_types_are_415_and_unreadable_ones_400(tenant, kb):
+    docx = SimpleUploadedFile("a.docx", b"PK\x03\x04", content_type="application/msword")
+    response = tenant.client.post(_url(kb), {"file": docx}, format="multipart")
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
     latin1 = SimpleUploadedFile("a.txt", "café".encode("latin-1"), content_type="text/plain")
     response = tenant.client.post(_url(kb), {"file": latin1}, format="multipart")
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"file": ["Not UTF-8 text."]}
+    broken = SimpleUploadedFile("a.pdf", b"%PDF-1.4 garbage", content_type="application/pdf")
+    response = tenant.client.post(_url(kb), {"file": broken}, format="multipart")
+    assert response.status_code == 400
+    assert "file" in response.json()["error"]["fields"]
+    assert not Document.objects.exists()
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,7 @@ def test_member_adds_an_avatar_into_their_organisation(tenant, outsider, member)
         "quality": "medium",
         "language": "en",
         "allowed_origins": "[]",
+        "chat_mode": "systimz",
     }
     response = member.post(reverse("admin:avatars_avatar_add"), data)
     assert response.status_code == 302, response.context["adminform"].form.errors
@@ -119,6 +120,7 @@ def test_member_cannot_plant_a_foreign_voice_preset(tenant, outsider, member):
         "quality": "medium",
         "language": "en",
         "allowed_origins": "[]",
+        "chat_mode": "systimz",
         "voice_preset": str(theirs.pk),
     }
     response = member.post(reverse("admin:avatars_avatar_add"), data)

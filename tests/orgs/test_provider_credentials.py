@@ -111,7 +111,7 @@ def test_rotation_is_idempotent(tenant, settings, capsys):
     call_command("rotate_encryption_keys")
     call_command("rotate_encryption_keys")
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("rotated=1 already_current=0 failed=0")
+    assert out[0].startswith("rotated=1 already_current=0 failed=0")  # only the new row
     assert out[1].startswith("rotated=0 already_current=1 failed=0")
 
 

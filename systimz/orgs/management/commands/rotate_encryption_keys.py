@@ -9,7 +9,8 @@ from systimz.orgs import crypto, services
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt every provider credential under the first key of SYSTIMZ_ENCRYPTION_KEYS. "
+        "Re-encrypt every stored third-party key (provider credentials, LLM endpoints) under "
+        "the first key of SYSTIMZ_ENCRYPTION_KEYS. "
         "Safe to run again and to interrupt; remove an old key only after a run that reports "
         "failed=0."
     )
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=500)
 
     def handle(self, *args: Any, batch_size: int, **options: Any) -> None:
-        report = services.provider_credentials_rotate(batch_size=batch_size)
+        report = services.encrypted_keys_rotate(batch_size=batch_size)
         self.stdout.write(
             f"rotated={report.rotated} already_current={report.already_current} "
             f"failed={report.failed} total={report.total} key_id={crypto.current_key_id()}"

@@ -1,0 +1,145 @@
+"""Full-text retrieval over a knowledge base's chunks, in the database's own engine.
+
+One selector, two back-ends: PostgreSQL ranks with ``ts_rank_cd`` over the trigger-kept
+``search_vector`` (GIN index; the knowledge base's language picks the text search
+configuration), SQLite with FTS5's ``bm25``. Both take the question's content words as an OR
+query, so a question need not contain every word of the passage. Every query is scoped by
+organisation *and* knowledge base.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+
+from django.db import connection
+
+from knowledge.models import Chunk, KnowledgeBase
+from knowledge.text import search_words, ts_config
+
+MAX_QUERY_WORDS = 32
+
+
+@dataclass(frozen=True)
+class Passage:
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    title: str
+    heading: str
+    text: str
+    score: float  # higher is better; comparable within one result list only
+
+
+def _db_id(value: uuid.UUID) -> object:
+    # Django keeps UUIDs as 32 hex characters on SQLite and as uuid on PostgreSQL.
+    return value.hex if connection.vendor == "sqlite" else value
+
+
+def _query_words(question: str, config: str) -> list[str]:
+    cleaned = []
+    for word in search_words(question, config):
+        cleaned.extend(part for part in word.replace("\u2019", "'").split("'") if part)
+    return list(dict.fromkeys(cleaned))[:MAX_QUERY_WORDS]
+
+
+def _ranked_ids(kb: KnowledgeBase, words: list[str], config: str, limit: int) -> list[tuple]:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                """
+                SELECT c.id, ts_rank_cd(c.search_vector, q, 32) AS rank
+                FROM knowledge_chunk c, to_tsquery(%s::regconfig, %s) q
+                WHERE c.organisation_id = %s AND c.knowledge_base_id = %s
+                  AND c.search_vector @@ q
+                ORDER BY rank DESC, c.id
+                LIMIT %s
+                """,
+                [config, " | ".join(words), kb.organisation_id, kb.pk, limit],
+            )
+            return [(row[0], float(row[1])) for row in cursor.fetchall()]
+        cursor.execute(
+            """
+            SELECT chunk_id, bm25(knowledge_chunk_fts, 2.0, 1.0) AS score
+            FROM knowledge_chunk_fts
+            WHERE knowledge_chunk_fts MATCH %s
+              AND organisation_id = %s AND knowledge_base_id = %s
+            ORDER BY score, chunk_id
+            LIMIT %s
+            """,
+            [
+                "{heading text} : (" + " OR ".join(f'"{w}"' for w in words) + ")",
+                _db_id(kb.organisation_id),
+                _db_id(kb.pk),
+                limit,
+            ],
+        )
+        # bm25 is lower-is-better and negative; flip it so higher is better everywhere.
+        return [(uuid.UUID(str(row[0])), -float(row[1])) for row in cursor.fetchall()]
+
+
+def retrieve(*, kb: KnowledgeBase, question: str, limit: int = 8) -> list[Passage]:
+    """The best-matching passages of ``kb`` for ``question``, best first."""
+    config = ts_config(kb.language)
+    words = _query_words(question, config)
+    if not words:
+        return []
+    ranked = _ranked_ids(kb, words, config, limit)
+    if not ranked:
+        return []
+    chunks = (
+        Chunk.objects.for_org(kb.organisation)
+        .select_related("document")
+        .in_bulk([chunk_id for chunk_id, _ in ranked])
+    )
+    return [
+        Passage(
+            chunk_id=chunk.pk,
+            document_id=chunk.document_id,
+            title=chunk.document.title,
+            heading=chunk.heading,
+            text=chunk.text,
+            score=score,
+        )
+        for chunk_id, score in ranked
+        if (chunk := chunks.get(chunk_id)) is not None
+    ]
+
+
+@dataclass(frozen=True)
+class TermStats:
+    chunks: int
+    frequencies: dict[str, int]  # word -> number of chunks containing it
+
+    def idf(self, word: str) -> float:
+        """Smoothed inverse document frequency: a word no chunk contains weighs the most."""
+        return math.log((self.chunks + 1) / (self.frequencies.get(word, 0) + 0.5)) + 1.0
+
+
+def term_stats(*, kb: KnowledgeBase, words: list[str]) -> TermStats:
+    """How many chunks of ``kb`` contain each word (after the engine's own stemming)."""
+    config = ts_config(kb.language)
+    total = Chunk.objects.for_org(kb.organisation).filter(knowledge_base=kb).count()
+    frequencies: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for word in dict.fromkeys(words):
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    """
+                    SELECT count(*) FROM knowledge_chunk c, to_tsquery(%s::regconfig, %s) q
+                    WHERE c.organisation_id = %s AND c.knowledge_base_id = %s
+                      AND c.search_vector @@ q
+                    """,
+                    [config, word, kb.organisation_id, kb.pk],
+                )
+            else:
+                cursor.execute(
+                    """
+                    SELECT count(*) FROM knowledge_chunk_fts
+                    WHERE knowledge_chunk_fts MATCH %s
+                      AND organisation_id = %s AND knowledge_base_id = %s
+                    """,
+                    [f'{{heading text}} : "{word}"', _db_id(kb.organisation_id), _db_id(kb.pk)],
+                )
+            frequencies[word] = int(cursor.fetchone()[0])
+    return TermStats(chunks=total, frequencies=frequencies)
