@@ -92,8 +92,10 @@ def extract(raw: str | bytes, fmt: str) -> tuple[str, str | None]:
     if fmt == DocumentFormat.HTML:
         return textlib.html_to_text(content)
     normalised = textlib.normalise_text(content)
-    title = textlib.markdown_title(normalised) if fmt == DocumentFormat.MARKDOWN else None
-    return normalised, title
+    if fmt == DocumentFormat.TEXT:
+        normalised = textlib.plain_text_structure(normalised)
+    normalised = textlib.tables_to_sentences(normalised)
+    return normalised, textlib.markdown_title(normalised)
 
 
 def document_text_from_upload(upload: UploadedFile, *, title: str | None) -> DocumentText:

@@ -46,7 +46,10 @@ DEFAULT_LANGUAGE = "en"
 
 # Function words that carry no meaning for matching. English is the embedded default; other
 # languages rely on PostgreSQL's own stop lists and on inverse document frequency.
-_ENGLISH_STOP_WORDS = """
+_ENGLISH_STOP_WORDS = (
+    """
+    much many way anything something able possible long often soon far"""
+    + """
     a about above after again against all am an and any are aren as at be because been
     before being below between both but by can cannot could couldn did didn do does
     doesn doing don down during each few for from further get got had hadn has hasn have
@@ -58,6 +61,7 @@ _ENGLISH_STOP_WORDS = """
     which while who whom why will with won would wouldn you your yours yourself
     yourselves s t ll d m re ve y know want need like also there's what's how's i'm
 """
+)
 _STOP_WORDS = {"english": frozenset(_ENGLISH_STOP_WORDS.split())}
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*", re.UNICODE)
@@ -76,9 +80,13 @@ def _stemmer(config: str) -> snowballstemmer.stemmer | None:
     return snowballstemmer.stemmer(config) if config != "simple" else None
 
 
+_COMPOUNDS = re.compile(r"\b(wi)-(fi)\b|\b(e)-(mail)\b", re.I)
+
+
 def words(text: str) -> list[str]:
-    """Lower-cased words (letters and digits), accents kept."""
-    return [w.replace("\u2019", "'") for w in _WORD.findall(text.lower())]
+    """Lower-cased words (letters and digits), accents kept; "wi-fi" and "e-mail" are one."""
+    text = _COMPOUNDS.sub(lambda m: "".join(g for g in m.groups() if g), text.lower())
+    return [w.replace("\u2019", "'") for w in _WORD.findall(text)]
 
 
 def content_terms(text: str, config: str = "english") -> list[str]:
@@ -87,6 +95,56 @@ def content_terms(text: str, config: str = "english") -> list[str]:
     kept = [w for w in words(text) if (w not in stop and len(w) > 1) or w.isdigit()]
     stemmer = _stemmer(config)
     return stemmer.stemWords(kept) if stemmer else kept
+
+
+# Words customers and documents use for the same thing. Matching treats a group as one word.
+_ENGLISH_SYNONYMS = [
+    "cost costs price prices pricing fee fees charge charges",
+    "refund refunds reimbursement reimbursed",
+    "cancel cancels cancellation cancelling",
+    "ship ships shipping shipped delivery deliver delivered dispatch postage",
+    "buy purchase purchased order ordered",
+    "broken faulty defective damaged",
+    "fix repair repairs",
+    "phone telephone call",
+    "email mail",
+    "app application",
+    "update updates upgrade upgrades",
+    "replace replacement replacing swap",
+    "warranty guarantee",
+    "install installation setup",
+    "login log sign signin",
+]
+
+
+@lru_cache(maxsize=8)
+def synonym_groups(config: str) -> dict[str, frozenset[str]]:
+    """Stem → the stems of its synonym group (English only)."""
+    if config != "english":
+        return {}
+    groups: dict[str, frozenset[str]] = {}
+    for line in _ENGLISH_SYNONYMS:
+        stems = frozenset(content_terms(line, config))
+        for stem in stems:
+            groups[stem] = groups.get(stem, frozenset()) | stems
+    return groups
+
+
+@lru_cache(maxsize=8)
+def synonym_words(config: str) -> dict[str, tuple[str, ...]]:
+    """Word → the other words of its synonym group, for widening a search."""
+    if config != "english":
+        return {}
+    groups: dict[str, tuple[str, ...]] = {}
+    for line in _ENGLISH_SYNONYMS:
+        members = line.split()
+        for word in members:
+            groups[word] = tuple(m for m in members if m != word)
+    return groups
+
+
+def stop_words(config: str) -> frozenset[str]:
+    return _STOP_WORDS.get(config, frozenset())
 
 
 def search_words(text: str, config: str = "english") -> list[str]:
@@ -130,6 +188,57 @@ _SKIP_TAGS = ("script", "style", "noscript", "template", "nav", "footer", "heade
 _BLOCK_TAGS = {"p", "div", "section", "article", "main", "blockquote", "pre", "table", "tr", "br"}
 
 
+_TABLE_SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def tables_to_sentences(text: str) -> str:
+    """Markdown tables become one line per row, each cell named by its column:
+    ``| Part | Price |`` over ``| pH probe | $39 |`` reads "Part: pH probe; Price: $39." so a
+    row can be found, quoted and spoken on its own."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if line.startswith("|") and _TABLE_SEPARATOR.match(nxt):
+            header = _cells(line)
+            i += 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                cells = _cells(lines[i])
+                pairs = [f"{h}: {c}" if h else c for h, c in zip(header, cells, strict=False) if c]
+                out.append("; ".join(pairs) + ".")
+                i += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
+
+
+_CAPS_HEADING = re.compile(r"^[A-Z0-9][A-Z0-9 &/,'()\-]{2,80}$")
+
+
+def plain_text_structure(text: str) -> str:
+    """Headings of a plain-text document as Markdown: a short first line without a full stop
+    is its title, and a line in capitals standing alone is a section heading."""
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is not None:
+        title = lines[first].strip()
+        ends = (".", "!", "?", ":")
+        if len(title) <= 100 and not title.endswith(ends) and not title.startswith("#"):
+            lines[first] = f"# {title}"
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if _CAPS_HEADING.match(stripped) and any(ch.isalpha() for ch in stripped):
+            lines[i] = f"## {stripped.title()}"
+    return "\n".join(lines)
+
+
 def html_to_text(html: str) -> tuple[str, str | None]:
     """Readable text of an HTML page with headings as ``#`` lines; returns (text, title)."""
     soup = BeautifulSoup(html, "html.parser")
@@ -142,6 +251,16 @@ def html_to_text(html: str) -> tuple[str, str | None]:
             heading.replace_with(f"\n\n{'#' * level} {heading.get_text(' ', strip=True)}\n\n")
     for item in body.find_all("li"):
         item.replace_with(f"\n- {item.get_text(' ', strip=True)}\n")
+    for table in body.find_all("table"):
+        rows = [
+            "| "
+            + " | ".join(cell.get_text(" ", strip=True) for cell in row.find_all(["th", "td"]))
+            + " |"
+            for row in table.find_all("tr")
+        ]
+        if rows:
+            rows.insert(1, "|" + "---|" * rows[0].count(" | ") + "---|")
+        table.replace_with("\n\n" + "\n".join(rows) + "\n\n")
     for block in body.find_all(_BLOCK_TAGS):
         block.insert_before("\n\n")
         block.insert_after("\n\n")
@@ -149,7 +268,7 @@ def html_to_text(html: str) -> tuple[str, str | None]:
     if title is None:
         first = re.search(r"^#\s+(.+)$", text, re.M)
         title = first.group(1).strip() if first else None
-    return normalise_text(text), title
+    return tables_to_sentences(normalise_text(text)), title
 
 
 def pdf_to_text(data: bytes) -> str:

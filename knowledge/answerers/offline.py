@@ -9,17 +9,34 @@ heading path count half. Below ``min_support`` it refuses with the fallback text
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from knowledge.answerers.base import Answer, Citation, Turn
-from knowledge.models import KnowledgeBase
+from knowledge.models import Chunk, KnowledgeBase
 from knowledge.retrieval import Passage, retrieve, term_stats
-from knowledge.text import content_terms, search_words, split_sentences, ts_config
+from knowledge.text import (
+    content_terms,
+    search_words,
+    split_sentences,
+    stop_words,
+    synonym_groups,
+    synonym_words,
+    ts_config,
+)
 
 _MARKUP = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+|[*_`]{1,3}")
-_SHORT_QUESTION_TERMS = 2  # below this, the previous question lends its words (follow-ups)
+_SHORT_QUESTION_TERMS = 2
+# Questions that ask for a quantity, a duration or a time; their answer holds a number.
+_WANTS_NUMBER = re.compile(
+    r"\b(how (long|much|many|often|far|old|big|heavy|soon|quickly)|when|what time|which year)\b",
+    re.I,
+)
+_NUMBER = re.compile(
+    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|once|twice)\b", re.I
+)  # below this, the previous question lends its words (follow-ups)
 
 
 def clean_sentence(sentence: str) -> str:
@@ -43,34 +60,80 @@ class OfflineAnswerer:
         min_support: float = 0.5,
         candidates: int = 8,
         max_sentences: int = 2,
+        idf_power: float = 2.0,
+        heading_factor: float = 0.75,
     ) -> None:
         self.min_support = min_support
         self.candidates = candidates
         self.max_sentences = max_sentences
+        # Squaring the idf lets the rare, specific words of a question decide: a question
+        # about "Zigbee" is not answered by a sentence that shares only "Lumora" and "work".
+        self.idf_power = idf_power
+        # A word found only in the passage's heading path counts this much.
+        self.heading_factor = heading_factor
 
-    def _weights(
+    def _question_words(
         self, kb: KnowledgeBase, question: str, history: Sequence[Turn]
-    ) -> tuple[dict[str, float], list[str]]:
-        """Stem → weight for the question's words, and the words borrowed from history."""
+    ) -> list[tuple[str, float]]:
+        """The question's content words with a factor: 1 for its own, 0.5 for words a short
+        follow-up borrows from the previous question."""
         config = ts_config(kb.language)
         own = search_words(question, config)
-        borrowed: list[str] = []
-        if len(own) < _SHORT_QUESTION_TERMS:
-            previous = next((t.text for t in reversed(history) if t.role == "user"), "")
-            borrowed = [w for w in search_words(previous, config) if w not in own]
-        stats = term_stats(kb=kb, words=own + borrowed)
+        if len(own) >= _SHORT_QUESTION_TERMS:
+            return [(w, 1.0) for w in own]
+        previous = next((t.text for t in reversed(history) if t.role == "user"), "")
+        borrowed = [w for w in search_words(previous, config) if w not in own]
+        return [(w, 1.0) for w in own] + [(w, 0.5) for w in borrowed]
+
+    def _correct_typos(
+        self, kb: KnowledgeBase, words: list[tuple[str, float]], passages: list[Passage]
+    ) -> list[tuple[str, float]]:
+        """A word no chunk contains is looked up among the words of the retrieved passages
+        (and the stop words): "warrenty" becomes "warranty", "wat" is dropped as "what"."""
+        config = ts_config(kb.language)
+        stats = term_stats(kb=kb, words=[w for w, _ in words])
+        headings = Chunk.objects.for_org(kb.organisation).filter(knowledge_base=kb)
+        headings = headings.values_list("heading", flat=True).distinct()
+        vocabulary = {w for p in passages for w in search_words(f"{p.heading} {p.text}", config)}
+        vocabulary |= {w for heading in headings for w in search_words(heading, config)}
+        stop = stop_words(config)
+        corrected: list[tuple[str, float]] = []
+        for word, factor in words:
+            if stats.frequencies.get(word, 0) > 0 or word.isdigit():
+                corrected.append((word, factor))
+                continue
+            pool = sorted(vocabulary | stop) if len(word) >= 5 else sorted(stop)
+            match = difflib.get_close_matches(word, pool, n=1, cutoff=0.8)
+            if not match:
+                corrected.append((word, factor))
+            elif match[0] not in stop:
+                corrected.append((match[0], factor))
+        return corrected
+
+    def _weights(self, kb: KnowledgeBase, words: list[tuple[str, float]]) -> dict[str, float]:
+        config = ts_config(kb.language)
+        stats = term_stats(kb=kb, words=[w for w, _ in words])
         weights: dict[str, float] = {}
-        for word, factor in [(w, 1.0) for w in own] + [(w, 0.5) for w in borrowed]:
+        for word, factor in words:
+            weight = stats.idf(word) ** self.idf_power * factor
             for stem in content_terms(word, config) or [word]:
-                weights[stem] = max(weights.get(stem, 0.0), stats.idf(word) * factor)
-        return weights, borrowed
+                weights[stem] = max(weights.get(stem, 0.0), weight)
+        return weights
 
     def _best(
-        self, passages: list[Passage], weights: dict[str, float], config: str
+        self,
+        passages: list[Passage],
+        weights: dict[str, float],
+        config: str,
+        wants_number: bool = False,
     ) -> _Candidate | None:
         total = sum(weights.values())
+        synonyms = synonym_groups(config)
+        top_score = max(p.score for p in passages) or 1.0
         best: _Candidate | None = None
         for rank, passage in enumerate(passages):
+            # The engine's rank of the whole passage breaks near-ties between sentences.
+            retrieval = 0.1 * passage.score / top_score
             context = set(content_terms(passage.heading, config))
             sentences = [clean_sentence(s) for s in split_sentences(passage.text)]
             sentences = [s for s in sentences if s]
@@ -80,13 +143,18 @@ class OfflineAnswerer:
                     if len(window) < width:
                         break
                     stems = set(content_terms(" ".join(window), config))
-                    covered = sum(
-                        weight if stem in stems else weight / 2 if stem in context else 0.0
-                        for stem, weight in weights.items()
-                    )
+                    covered = 0.0
+                    for stem, weight in weights.items():
+                        group = synonyms.get(stem, {stem})
+                        if not stems.isdisjoint(group):
+                            covered += weight
+                        elif not context.isdisjoint(group):
+                            covered += weight * self.heading_factor
                     support = covered / total
                     # Prefer fewer sentences and better-ranked passages when support ties.
-                    score = support - 0.03 * (width - 1) - 0.005 * rank
+                    score = support + retrieval - 0.03 * (width - 1) - 0.005 * rank
+                    if wants_number and _NUMBER.search(" ".join(window)):
+                        score += 0.05
                     if best is None or score > best.score:
                         best = _Candidate(score, support, passage, window)
         return best
@@ -100,10 +168,18 @@ class OfflineAnswerer:
         on_delta: Callable[[str], None] | None = None,
     ) -> Answer:
         config = ts_config(kb.language)
-        weights, borrowed = self._weights(kb, question, history)
-        query = " ".join([question, *borrowed])  # borrowed words widen the search too
-        passages = retrieve(kb=kb, question=query, limit=self.candidates) if weights else []
-        best = self._best(passages, weights, config) if passages else None
+        words = self._question_words(kb, question, history)
+        best = None
+        if words:
+            expanded = _with_synonyms([w for w, _ in words], config)
+            passages = retrieve(kb=kb, question=" ".join(expanded), limit=self.candidates)
+            words = self._correct_typos(kb, words, passages)
+            if words:
+                weights = self._weights(kb, words)
+                query = " ".join(_with_synonyms([w for w, _ in words], config))
+                passages = retrieve(kb=kb, question=query, limit=self.candidates)
+                wants_number = bool(_WANTS_NUMBER.search(question))
+                best = self._best(passages, weights, config, wants_number) if passages else None
         if best is None or best.support < self.min_support:
             support = best.support if best else 0.0
             return Answer(
@@ -116,3 +192,10 @@ class OfflineAnswerer:
         return Answer(
             text=text, answered=True, citations=[citation], support=best.support, answerer=self.name
         )
+
+
+def _with_synonyms(words: list[str], config: str) -> list[str]:
+    """The words plus the other members of their synonym groups, for retrieval."""
+    groups = synonym_words(config)
+    extra = [synonym for word in words for synonym in groups.get(word, ())]
+    return list(dict.fromkeys([*words, *extra]))

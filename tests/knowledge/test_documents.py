@@ -45,8 +45,8 @@ def test_multipart_text_and_markdown_upload(tenant, kb, name, content_type, fmt)
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["format"], body["content"]) == (fmt, "# Returns\n\nThirty days.")
-    # Markdown names itself by its first heading; plain text by the file name.
-    assert body["title"] == ("Returns" if fmt == "markdown" else name.rsplit(".", 1)[0])
+    # A document that names itself (a first heading) keeps that name over the file's.
+    assert body["title"] == "Returns"
 
 
 def test_upload_with_explicit_title(tenant, kb):
