@@ -23,8 +23,9 @@ KETTLE_DOCS = {
         "Orders above 50 euros ship free."
     ),
     "Temperature settings": (
-        "# Temperature settings\n\nThe Boilo Pro heats water to 70, 80, 90 or 100 degrees Celsius. "
-        "Green tea tastes best at 80 degrees. The keep-warm mode holds the temperature for 30 minutes."
+        "# Temperature settings\n\nThe Boilo Pro heats water to 70, 80, 90 or 100 degrees "
+        "Celsius. Green tea tastes best at 80 degrees. "
+        "The keep-warm mode holds the temperature for 30 minutes."
     ),
     "Safety": (
         "# Safety\n\nNever fill the kettle above the MAX line of 1.7 litres. "

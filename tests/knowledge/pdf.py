@@ -13,7 +13,8 @@ def make_pdf(pages: list[str]) -> bytes:
         content_ref = 4 + 2 * i
         objects.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-            f"/Resources << /Font << /F1 {font_ref} 0 R >> >> /Contents {content_ref} 0 R >>".encode()
+            f"/Resources << /Font << /F1 {font_ref} 0 R >> >> "
+            f"/Contents {content_ref} 0 R >>".encode()
         )
         escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
         stream = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +14,10 @@ def _sentence(n: int, size: int = 60) -> str:
 
 
 def test_chunks_never_cross_headings_and_carry_the_heading_path():
-    doc = "# Guide\n\nIntro sentence.\n\n## Setup\n\nPlug it in.\n\n### Wi-Fi\n\nPress pair.\n\n## Care\n\nRinse it."
+    doc = (
+        "# Guide\n\nIntro sentence.\n\n## Setup\n\nPlug it in.\n\n"
+        "### Wi-Fi\n\nPress pair.\n\n## Care\n\nRinse it."
+    )
     chunks = chunk_document(doc, title="Guide")
     assert [(c.heading, c.text) for c in chunks] == [
         ("Guide", "Intro sentence."),
@@ -27,7 +32,7 @@ def test_long_sections_split_at_sentences_with_one_sentence_of_overlap():
     doc = " ".join(_sentence(n) for n in range(30))
     chunks = chunk_document(doc, title="T", target_chars=300, max_chars=400)
     assert len(chunks) > 5
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         last_sentence = before.text.rsplit(". ", 1)[-1]
         assert after.text.startswith(last_sentence.removesuffix("."))
     for chunk in chunks:

@@ -56,7 +56,10 @@ def test_markdown_tables_answer_row_by_row(tenant):
     load(
         kb,
         {
-            "Parts": "# Parts\n\n| Part | Code | Price |\n|---|---|---|\n| Lid | L-1 | $9 |\n| Filter | F-2 | $4 |"
+            "Parts": (
+                "# Parts\n\n| Part | Code | Price |\n|---|---|---|\n"
+                "| Lid | L-1 | $9 |\n| Filter | F-2 | $4 |"
+            )
         },
     )
     answer = _ask(kb, "How much does the filter cost?")
