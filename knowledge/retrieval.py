@@ -52,7 +52,7 @@ def _ranked_ids(kb: KnowledgeBase, words: list[str], config: str, limit: int) ->
                 FROM knowledge_chunk c, to_tsquery(%s::regconfig, %s) q
                 WHERE c.organisation_id = %s AND c.knowledge_base_id = %s
                   AND c.search_vector @@ q
-                ORDER BY rank DESC, c.id
+                ORDER BY rank DESC, c.heading, c.position
                 LIMIT %s
                 """,
                 [config, " | ".join(words), kb.organisation_id, kb.pk, limit],
@@ -64,7 +64,7 @@ def _ranked_ids(kb: KnowledgeBase, words: list[str], config: str, limit: int) ->
             FROM knowledge_chunk_fts
             WHERE knowledge_chunk_fts MATCH %s
               AND organisation_id = %s AND knowledge_base_id = %s
-            ORDER BY score, chunk_id
+            ORDER BY score, heading, text
             LIMIT %s
             """,
             [

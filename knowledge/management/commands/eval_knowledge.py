@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from knowledge.evaluation import evaluate, load_cases
@@ -26,7 +27,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, kb_id: str, questions: Path, **options: Any) -> None:
         try:
             kb = KnowledgeBase.objects.select_related("organisation").get(pk=kb_id)
-        except (KnowledgeBase.DoesNotExist, ValueError):
+        except (KnowledgeBase.DoesNotExist, ValueError, ValidationError):
             raise CommandError(f"No knowledge base {kb_id!r}.") from None
         try:
             cases = load_cases(questions)
