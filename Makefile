@@ -31,10 +31,15 @@ install-dev: $(VENV)/.dev
 	print('SYSTIMZ_ENCRYPTION_KEYS=' + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())" > $@
 	@echo "wrote .env (development settings; see README, Configuration)"
 
+# daphne serves HTTP and WebSocket; one Celery worker with embedded beat does the background
+# work (document ingestion, and the reaper once it exists). Ctrl-C stops both.
 run: $(VENV)/.runtime .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --base-url http://$(HOST):$(PORT)
-	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) systimz.asgi:application
+	@trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/celery -A systimz worker --beat --schedule .local/celerybeat-schedule \
+	  --concurrency 1 --loglevel INFO & \
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) systimz.asgi:application
 
 test: $(VENV)/.dev .env
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -43,6 +43,9 @@ ORG_ADMIN_MODELS = [
     ("avatars", "voicepreset"),
     ("knowledge", "knowledgebase"),
     ("knowledge", "document"),
+    ("knowledge", "chunk"),
+    ("knowledge", "llmendpoint"),
+    ("knowledge", "unansweredquestion"),
 ]
 
 

@@ -172,3 +172,28 @@ def test_revoke_action(tenant, member):
     member.post(_changelist(ApiKey), {"action": "revoke", "_selected_action": [str(api_key.pk)]})
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None
+
+
+def test_member_asks_their_knowledge_base_in_the_admin_console(tenant, outsider, member):
+    from knowledge import services as knowledge_services
+    from knowledge.models import KnowledgeBase, UnansweredQuestion
+
+    kb = factories.KnowledgeBaseFactory(organisation=tenant.org)
+    text = knowledge_services.document_text_from_json(
+        title="Hours", content="# Hours\n\nWe are open from 9 to 17 on weekdays.", fmt="markdown"
+    )
+    knowledge_services.document_create(knowledge_base=kb, text=text)
+    url = reverse("admin:knowledge_knowledgebase_ask", args=[kb.pk])
+    assert url in member.get(_change(kb)).content.decode()
+
+    page = member.post(url, {"question": "When are you open on weekdays?"}).content.decode()
+    assert "We are open from 9 to 17 on weekdays." in page
+    assert "Hours" in page
+    refused = member.post(url, {"question": "Do you sell zebras?"}).content.decode()
+    assert "Refused" in refused
+    assert UnansweredQuestion.objects.get(knowledge_base=kb).source == "admin"
+    assert "Do you sell zebras?" in member.get(_change(kb)).content.decode()
+
+    foreign = KnowledgeBase.objects.for_org(outsider.org).first()
+    foreign_url = reverse("admin:knowledge_knowledgebase_ask", args=[foreign.pk])
+    assert member.get(foreign_url).status_code == 404
