@@ -49,13 +49,14 @@ WARMUP_QUESTIONS = 10
 # Generated words never collide across these three families: their letters differ at the
 # start of the word (stemming only touches the end), and the absent family shares almost no
 # letters with the others, so the answerer's typo correction cannot map one onto another.
-_VOCAB_ONSETS = "b d f g k l m n p r s t v br dr gr kr pl st tr".split()
-_VOCAB_VOWELS = "a e i o u a e i o".split()
+_VOCAB_ONSETS = "b d f g k l m n p r s t v br dr gr kr pl st tr".split()  # noqa: SIM905
+_VOCAB_VOWELS = "a e i o u a e i o".split()  # noqa: SIM905
 _VOCAB_CODAS = ["", "", "", "n", "r", "l", "s", "m", "k"]
-_ABSENT_ONSETS = "j w x ch sh wh jh".split()
-_ABSENT_VOWELS = "au ei ou oi y".split()
+_ABSENT_ONSETS = "j w x ch sh wh jh".split()  # noqa: SIM905
+_ABSENT_VOWELS = "au ei ou oi y".split()  # noqa: SIM905
 
-_FUNCTION_WORDS = (
+# English function words (all on the answerer's stop list), weighted by repetition.
+_FUNCTION_WORDS = (  # noqa: SIM905
     "the the the a a of of to to and and in in for with on is is are be by when if after "
     "before from at or each this that it its only than then can should will into while "
     "between over under both such any all no not these those which"
@@ -221,7 +222,9 @@ class Generator:
 
     def document(self, doc_index: int, facts: list[Fact]) -> tuple[str, str]:
         title = f"{self.word().capitalize()} {self.word()} guide {doc_index + 1}"
-        sections = [self.section(doc_index, facts) for _ in range(self.rng.randint(*SECTIONS_PER_DOC))]
+        sections = [
+            self.section(doc_index, facts) for _ in range(self.rng.randint(*SECTIONS_PER_DOC))
+        ]
         intro = " ".join(self.sentence() for _ in range(self.rng.randint(2, 4)))
         return title, f"# {title}\n\n{intro}\n\n" + "\n\n".join(sections) + "\n"
 
@@ -274,7 +277,9 @@ def build_questions(corpus: Corpus, *, n: int, seed: int) -> list[Question]:
     for _ in range(n - n_fact):
         x, y = rng.sample(corpus.absent, 2)
         a, b = rng.sample(common, 2)
-        questions.append(Question(rng.choice(_ABSENT_QUESTIONS).format(x=x, y=y, a=a, b=b), "absent"))
+        questions.append(
+            Question(rng.choice(_ABSENT_QUESTIONS).format(x=x, y=y, a=a, b=b), "absent")
+        )
     rng.shuffle(questions)
     return questions
 
@@ -338,17 +343,13 @@ def engine_info() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, object]:
-    from django.db import connection
-
     from knowledge.models import Chunk, Document, DocumentStatus
     from knowledge.retrieval import retrieve
     from knowledge.services import document_create, knowledge_ask
     from tests.factories import KnowledgeBaseFactory, OrganisationFactory
 
     # Corpus and questions first (pure Python, no database).
-    gen_seconds, corpus = timed(
-        lambda: build_corpus(seed=args.seed, target_chunks=args.chunks)
-    )
+    gen_seconds, corpus = timed(lambda: build_corpus(seed=args.seed, target_chunks=args.chunks))
     questions = build_questions(corpus, n=args.questions, seed=args.seed)
     log(
         f"generated {len(corpus.texts)} documents ({corpus.predicted_chunks} chunks predicted, "
@@ -397,6 +398,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, objec
     ask_times: dict[str, list[float]] = {"all": [], "fact": [], "absent": []}
     base_times: dict[str, list[float]] = {name: [] for name in baselines}
     right = answered_facts = refused = 0
+    misses: list[dict[str, object]] = []  # the first few sanity failures, for the JSON report
     for i, question in enumerate(questions):
         for name, fn in baselines.items():
             base_times[name].append(timed(fn)[0])
@@ -405,10 +407,22 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, objec
         ask_times[question.kind].append(seconds)
         if question.kind == "fact":
             cited = {c.document for c in answer.citations}
+            ok = answer.answered and doc_ids[question.fact.doc_index] in cited
             answered_facts += answer.answered
-            right += answer.answered and doc_ids[question.fact.doc_index] in cited
+            right += ok
         else:
-            refused += not answer.answered
+            ok = not answer.answered
+            refused += ok
+        if not ok and len(misses) < 10:
+            misses.append(
+                {
+                    "question": question.text,
+                    "kind": question.kind,
+                    "answered": answer.answered,
+                    "support": round(answer.support, 3),
+                    "answer": answer.text[:200],
+                }
+            )
         if (i + 1) % 50 == 0:
             log(f"  asked {i + 1}/{len(questions)} questions")
 
@@ -450,6 +464,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, objec
             "fact_right_document_rate": round(right / n_fact, 4) if n_fact else None,
             "absent_refused": refused,
             "absent_refused_rate": round(refused / n_absent, 4) if n_absent else None,
+            "misses": misses,
         },
     }
 

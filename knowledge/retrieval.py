@@ -43,19 +43,38 @@ def _query_words(question: str, config: str) -> list[str]:
     return list(dict.fromkeys(cleaned))[:MAX_QUERY_WORDS]
 
 
-def _ranked_ids(kb: KnowledgeBase, words: list[str], config: str, limit: int) -> list[tuple]:
+def _postgres_rank(words: list[str], config: str, weights: dict[str, float] | None) -> tuple:
+    """``ts_rank_cd`` gives a rare word no more weight than a common one; with ``weights``
+    the rank is the weighted sum of each word's own rank, so the rare word decides."""
+    if not weights:
+        return "ts_rank_cd(c.search_vector, q, 32)", []
+    terms, params = [], []
+    for word in words:
+        terms.append("ts_rank_cd(c.search_vector, to_tsquery(%s::regconfig, %s), 32) * %s")
+        params += [config, word, float(weights.get(word, 1.0))]
+    return " + ".join(terms), params
+
+
+def _ranked_ids(
+    kb: KnowledgeBase,
+    words: list[str],
+    config: str,
+    limit: int,
+    weights: dict[str, float] | None = None,
+) -> list[tuple]:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            rank, rank_params = _postgres_rank(words, config, weights)
             cursor.execute(
-                """
-                SELECT c.id, ts_rank_cd(c.search_vector, q, 32) AS rank
+                f"""
+                SELECT c.id, {rank} AS rank
                 FROM knowledge_chunk c, to_tsquery(%s::regconfig, %s) q
                 WHERE c.organisation_id = %s AND c.knowledge_base_id = %s
                   AND c.search_vector @@ q
                 ORDER BY rank DESC, c.heading, c.position
                 LIMIT %s
-                """,
-                [config, " | ".join(words), kb.organisation_id, kb.pk, limit],
+                """,  # noqa: S608 - the rank expression is ours; every value is a parameter
+                [*rank_params, config, " | ".join(words), kb.organisation_id, kb.pk, limit],
             )
             return [(row[0], float(row[1])) for row in cursor.fetchall()]
         cursor.execute(
@@ -78,13 +97,17 @@ def _ranked_ids(kb: KnowledgeBase, words: list[str], config: str, limit: int) ->
         return [(uuid.UUID(str(row[0])), -float(row[1])) for row in cursor.fetchall()]
 
 
-def retrieve(*, kb: KnowledgeBase, question: str, limit: int = 8) -> list[Passage]:
-    """The best-matching passages of ``kb`` for ``question``, best first."""
+def retrieve(
+    *, kb: KnowledgeBase, question: str, limit: int = 8, weights: dict[str, float] | None = None
+) -> list[Passage]:
+    """The best-matching passages of ``kb`` for ``question``, best first. ``weights``
+    (word → weight, e.g. from inverse document frequencies) sharpens PostgreSQL's ranking;
+    SQLite's bm25 weighs rare words by itself."""
     config = ts_config(kb.language)
     words = _query_words(question, config)
     if not words:
         return []
-    ranked = _ranked_ids(kb, words, config, limit)
+    ranked = _ranked_ids(kb, words, config, limit, weights)
     if not ranked:
         return []
     chunks = (
@@ -110,6 +133,9 @@ def retrieve(*, kb: KnowledgeBase, question: str, limit: int = 8) -> list[Passag
 class TermStats:
     chunks: int
     frequencies: dict[str, int]  # word -> number of chunks containing it
+
+    def merged(self, other: TermStats) -> TermStats:
+        return TermStats(chunks=self.chunks, frequencies={**self.frequencies, **other.frequencies})
 
     def idf(self, word: str) -> float:
         """Smoothed inverse document frequency: a word no chunk contains weighs the most."""

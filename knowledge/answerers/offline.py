@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from knowledge.answerers.base import Answer, Citation, Turn
-from knowledge.models import Chunk, KnowledgeBase
-from knowledge.retrieval import Passage, retrieve, term_stats
+from knowledge.models import Document, KnowledgeBase
+from knowledge.retrieval import Passage, TermStats, retrieve, term_stats
 from knowledge.text import (
     content_terms,
     search_words,
@@ -86,20 +86,26 @@ class OfflineAnswerer:
         return [(w, 1.0) for w in own] + [(w, 0.5) for w in borrowed]
 
     def _correct_typos(
-        self, kb: KnowledgeBase, words: list[tuple[str, float]], passages: list[Passage]
+        self, kb: KnowledgeBase, words: list[tuple[str, float]], stats: TermStats
     ) -> list[tuple[str, float]]:
-        """A word no chunk contains is looked up among the words of the retrieved passages
-        (and the stop words): "warrenty" becomes "warranty", "wat" is dropped as "what"."""
+        """A word no chunk contains is looked up among the words of the passages its
+        neighbours retrieve, the document titles and the stop words: "warrenty" becomes
+        "warranty", "wat" is dropped as "what". Costs nothing when every word is known."""
+        unknown = [w for w, _ in words if not stats.frequencies.get(w) and not w.isdigit()]
+        if not unknown:
+            return words
         config = ts_config(kb.language)
-        stats = term_stats(kb=kb, words=[w for w, _ in words])
-        headings = Chunk.objects.for_org(kb.organisation).filter(knowledge_base=kb)
-        headings = headings.values_list("heading", flat=True).distinct()
-        vocabulary = {w for p in passages for w in search_words(f"{p.heading} {p.text}", config)}
-        vocabulary |= {w for heading in headings for w in search_words(heading, config)}
         stop = stop_words(config)
+        query = " ".join(_with_synonyms([w for w, _ in words], config))
+        passages = retrieve(kb=kb, question=query, limit=self.candidates)
+        titles = Document.objects.for_org(kb.organisation).filter(knowledge_base=kb)
+        vocabulary = {w for p in passages for w in search_words(f"{p.heading} {p.text}", config)}
+        vocabulary |= {
+            w for t in titles.values_list("title", flat=True) for w in search_words(t, config)
+        }
         corrected: list[tuple[str, float]] = []
         for word, factor in words:
-            if stats.frequencies.get(word, 0) > 0 or word.isdigit():
+            if word not in unknown:
                 corrected.append((word, factor))
                 continue
             pool = sorted(vocabulary | stop) if len(word) >= 5 else sorted(stop)
@@ -110,15 +116,22 @@ class OfflineAnswerer:
                 corrected.append((match[0], factor))
         return corrected
 
-    def _weights(self, kb: KnowledgeBase, words: list[tuple[str, float]]) -> dict[str, float]:
+    def _weights(
+        self, kb: KnowledgeBase, words: list[tuple[str, float]], stats: TermStats
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """(stem → weight) for scoring sentences and (word → weight) for ranking passages."""
         config = ts_config(kb.language)
-        stats = term_stats(kb=kb, words=[w for w, _ in words])
-        weights: dict[str, float] = {}
+        missing = [w for w, _ in words if w not in stats.frequencies]
+        if missing:
+            stats = stats.merged(term_stats(kb=kb, words=missing))
+        stems: dict[str, float] = {}
+        by_word: dict[str, float] = {}
         for word, factor in words:
             weight = stats.idf(word) ** self.idf_power * factor
+            by_word[word] = max(by_word.get(word, 0.0), weight)
             for stem in content_terms(word, config) or [word]:
-                weights[stem] = max(weights.get(stem, 0.0), weight)
-        return weights
+                stems[stem] = max(stems.get(stem, 0.0), weight)
+        return stems, by_word
 
     def _best(
         self,
@@ -171,15 +184,23 @@ class OfflineAnswerer:
         words = self._question_words(kb, question, history)
         best = None
         if words:
-            expanded = _with_synonyms([w for w, _ in words], config)
-            passages = retrieve(kb=kb, question=" ".join(expanded), limit=self.candidates)
-            words = self._correct_typos(kb, words, passages)
-            if words:
-                weights = self._weights(kb, words)
-                query = " ".join(_with_synonyms([w for w, _ in words], config))
-                passages = retrieve(kb=kb, question=query, limit=self.candidates)
-                wants_number = bool(_WANTS_NUMBER.search(question))
-                best = self._best(passages, weights, config, wants_number) if passages else None
+            stats = term_stats(kb=kb, words=[w for w, _ in words])
+            words = self._correct_typos(kb, words, stats)
+        if words:
+            weights, word_weights = self._weights(kb, words, stats)
+            query_words = _with_synonyms([w for w, _ in words], config)
+            # Passages rank by plain idf (squared, one rare word would drown the rest);
+            # synonyms rank like the word they stand for.
+            ranking = {
+                w: (word_weights.get(w) or _group_weight(w, word_weights, config))
+                ** (1 / self.idf_power)
+                for w in query_words
+            }
+            passages = retrieve(
+                kb=kb, question=" ".join(query_words), limit=self.candidates, weights=ranking
+            )
+            wants_number = bool(_WANTS_NUMBER.search(question))
+            best = self._best(passages, weights, config, wants_number) if passages else None
         if best is None or best.support < self.min_support:
             support = best.support if best else 0.0
             return Answer(
@@ -192,6 +213,11 @@ class OfflineAnswerer:
         return Answer(
             text=text, answered=True, citations=[citation], support=best.support, answerer=self.name
         )
+
+
+def _group_weight(word: str, word_weights: dict[str, float], config: str) -> float:
+    members = synonym_words(config).get(word, ())
+    return max((word_weights.get(m, 0.0) for m in members), default=0.0)
 
 
 def _with_synonyms(words: list[str], config: str) -> list[str]:
