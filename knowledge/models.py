@@ -120,6 +120,9 @@ class Chunk(OrgOwnedModel):
     heading = models.CharField(max_length=500, blank=True)
     text = models.TextField()
     ts_config = models.CharField(max_length=32, default="english")
+    embedding = models.BinaryField(
+        null=True, blank=True, help_text="all-MiniLM-L6-v2 float32[384], with KNOWLEDGE_SEMANTIC."
+    )
 
     class Meta:
         ordering = ["document", "position"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
+from knowledge import semantic
 from knowledge.models import Chunk, KnowledgeBase
 from knowledge.text import search_words, ts_config
 
@@ -29,6 +30,7 @@ class Passage:
     heading: str
     text: str
     score: float  # higher is better; comparable within one result list only
+    similarity: float | None = None  # cosine to the question, with semantic retrieval
 
 
 def _db_id(value: uuid.UUID) -> object:
@@ -97,6 +99,21 @@ def _ranked_ids(
         return [(uuid.UUID(str(row[0])), -float(row[1])) for row in cursor.fetchall()]
 
 
+RRF_K = 60
+
+
+def _fuse(
+    lexical: list[tuple], neighbours: list[tuple[uuid.UUID, float]], limit: int
+) -> tuple[list[tuple], dict[uuid.UUID, float]]:
+    """Reciprocal rank fusion of the full-text and the semantic rankings."""
+    fused: dict[uuid.UUID, float] = {}
+    for ranking in (lexical, neighbours):
+        for position, (chunk_id, _) in enumerate(ranking):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + position + 1)
+    order = sorted(fused.items(), key=lambda item: (-item[1], str(item[0])))[:limit]
+    return order, dict(neighbours)
+
+
 def retrieve(
     *, kb: KnowledgeBase, question: str, limit: int = 8, weights: dict[str, float] | None = None
 ) -> list[Passage]:
@@ -105,9 +122,13 @@ def retrieve(
     SQLite's bm25 weighs rare words by itself."""
     config = ts_config(kb.language)
     words = _query_words(question, config)
-    if not words:
+    if not words and not semantic.enabled():
         return []
-    ranked = _ranked_ids(kb, words, config, limit, weights)
+    ranked = [] if not words else _ranked_ids(kb, words, config, limit, weights)
+    similarities: dict[uuid.UUID, float] = {}
+    if semantic.enabled():
+        neighbours = semantic.nearest(kb=kb, question=question, limit=limit * 2)
+        ranked, similarities = _fuse(ranked, neighbours, limit)
     if not ranked:
         return []
     chunks = (
@@ -123,6 +144,7 @@ def retrieve(
             heading=chunk.heading,
             text=chunk.text,
             score=score,
+            similarity=similarities.get(chunk_id),
         )
         for chunk_id, score in ranked
         if (chunk := chunks.get(chunk_id)) is not None

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from knowledge import semantic
 from knowledge import text as textlib
 from knowledge.answerers import Answer, AnswererError, OfflineAnswerer, Turn, answerer_for
 from knowledge.chunking import chunk_document
@@ -208,6 +209,11 @@ def _replace_chunks(document: Document, kb: KnowledgeBase) -> list:
     drafts = chunk_document(document.content, title=document.title)
     Chunk.objects.filter(document=document).delete()
     config = textlib.ts_config(kb.language)
+    vectors: list[bytes | None] = [None] * len(drafts)
+    if semantic.enabled() and drafts:
+        vectors = list(
+            semantic.embed_texts([semantic.chunk_text(d.heading, d.text) for d in drafts])
+        )
     Chunk.objects.bulk_create(
         [
             Chunk(
@@ -218,8 +224,9 @@ def _replace_chunks(document: Document, kb: KnowledgeBase) -> list:
                 heading=draft.heading[:500],
                 text=draft.text,
                 ts_config=config,
+                embedding=vector,
             )
-            for draft in drafts
+            for draft, vector in zip(drafts, vectors, strict=True)
         ],
         batch_size=500,
     )

@@ -234,6 +234,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = DOCUMENT_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 # Documents up to this size are chunked in the request; larger ones by a Celery task.
 KNOWLEDGE_INLINE_INGEST_BYTES = 256 * 1024
+# Semantic retrieval (all-MiniLM-L6-v2 in numpy, `make install-semantic`), fused with full-text
+# by reciprocal rank. Off by default; docs/knowledge.md and docs/benchmarks.md say what it gives.
+KNOWLEDGE_SEMANTIC = env_bool("KNOWLEDGE_SEMANTIC", default=False)
 # An LLM endpoint must be https, except on these hosts (a local model server in development).
 LLM_HTTP_ALLOWED_HOSTS = env_list(
     "LLM_HTTP_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "::1"] if DEBUG else []

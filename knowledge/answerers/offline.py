@@ -62,6 +62,8 @@ class OfflineAnswerer:
         max_sentences: int = 2,
         idf_power: float = 2.0,
         heading_factor: float = 0.75,
+        semantic_weight: float = 0.5,
+        semantic_floor: float = 0.5,
     ) -> None:
         self.min_support = min_support
         self.candidates = candidates
@@ -71,6 +73,10 @@ class OfflineAnswerer:
         self.idf_power = idf_power
         # A word found only in the passage's heading path counts this much.
         self.heading_factor = heading_factor
+        # With semantic retrieval: a passage's cosine above the floor adds to the support of
+        # its sentences (paraphrases share meaning, not words).
+        self.semantic_weight = semantic_weight
+        self.semantic_floor = semantic_floor
 
     def _question_words(
         self, kb: KnowledgeBase, question: str, history: Sequence[Turn]
@@ -147,6 +153,9 @@ class OfflineAnswerer:
         for rank, passage in enumerate(passages):
             # The engine's rank of the whole passage breaks near-ties between sentences.
             retrieval = 0.1 * passage.score / top_score
+            meaning = self.semantic_weight * max(
+                0.0, (passage.similarity or 0.0) - self.semantic_floor
+            )
             context = set(content_terms(passage.heading, config))
             sentences = [clean_sentence(s) for s in split_sentences(passage.text)]
             sentences = [s for s in sentences if s]
@@ -163,7 +172,7 @@ class OfflineAnswerer:
                             covered += weight
                         elif not context.isdisjoint(group):
                             covered += weight * self.heading_factor
-                    support = covered / total
+                    support = min(1.0, covered / total + meaning)
                     # Prefer fewer sentences and better-ranked passages when support ties.
                     score = support + retrieval - 0.03 * (width - 1) - 0.005 * rank
                     if wants_number and _NUMBER.search(" ".join(window)):

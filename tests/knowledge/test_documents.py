@@ -140,3 +140,39 @@ def test_documents_of_another_knowledge_base_are_not_reachable_through_this_one(
     doc = factories.DocumentFactory(knowledge_base=other_kb)
     assert tenant.client.get(_url(kb, doc.pk)).status_code == 404
     assert tenant.client.get(_url(other_kb, doc.pk)).status_code == 200
+
+
+def test_html_and_pdf_uploads_are_extracted(tenant, kb):
+    from tests.knowledge.pdf import make_pdf
+
+    html = SimpleUploadedFile(
+        "hours.html",
+        b"<html><head><title>Opening hours</title><script>x()</script></head>"
+        b"<body><nav>Menu</nav><h1>Hours</h1><p>Open 9 to 5.</p></body></html>",
+        content_type="text/html",
+    )
+    body = tenant.client.post(_url(kb), {"file": html}, format="multipart").json()
+    assert (body["title"], body["format"], body["content"]) == (
+        "Opening hours",
+        "html",
+        "# Hours\n\nOpen 9 to 5.",
+    )
+    pdf = SimpleUploadedFile(
+        "guide.pdf", make_pdf(["Page one text.", "Page two text."]), content_type="application/pdf"
+    )
+    body = tenant.client.post(_url(kb), {"file": pdf}, format="multipart").json()
+    assert (body["title"], body["format"], body["status"]) == ("guide", "pdf", "ready")
+    assert body["content"] == "Page one text.\n\nPage two text."
+    answer = tenant.client.post(
+        f"/api/v1/knowledge-bases/{kb.pk}/ask", {"question": "When are you open?"}, format="json"
+    )
+    assert answer.json()["citations"][0]["title"] == "Opening hours"
+
+
+def test_html_as_json(tenant, kb):
+    body = tenant.client.post(
+        _url(kb),
+        {"title": "T", "content": "<p>Hello <b>world</b></p>", "format": "html"},
+        format="json",
+    ).json()
+    assert body["content"] == "Hello world"
