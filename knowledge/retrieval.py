@@ -110,8 +110,19 @@ def _fuse(
     for ranking in (lexical, neighbours):
         for position, (chunk_id, _) in enumerate(ranking):
             fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + position + 1)
-    order = sorted(fused.items(), key=lambda item: (-item[1], str(item[0])))[:limit]
-    return order, dict(neighbours)
+    similarity = dict(neighbours)
+    lexical_rank = {chunk_id: position for position, (chunk_id, _) in enumerate(lexical)}
+    # Ties (frequent with rank fusion) break by meaning, then by the full-text rank: the same
+    # question over the same documents always gives the same passages.
+    order = sorted(
+        fused.items(),
+        key=lambda item: (
+            -item[1],
+            -similarity.get(item[0], -1.0),
+            lexical_rank.get(item[0], len(lexical)),
+        ),
+    )[:limit]
+    return order, similarity
 
 
 def retrieve(
