@@ -17,7 +17,12 @@ from knowledge.models import (
     LLMEndpoint,
     UnansweredQuestion,
 )
-from systimz.orgs.admin_base import OrgScopedAdmin, OrgScopedInline, member_org_id
+from systimz.orgs.admin_base import (
+    EncryptedKeyAdmin,
+    EncryptedKeyForm,
+    OrgScopedAdmin,
+    OrgScopedInline,
+)
 
 
 class DocumentInline(OrgScopedInline):
@@ -160,41 +165,16 @@ class UnansweredQuestionAdmin(OrgScopedAdmin):
         return False
 
 
-class LLMEndpointForm(forms.ModelForm):
+class LLMEndpointForm(EncryptedKeyForm):
     base_url = forms.URLField(max_length=300, assume_scheme="https")
-    api_key = forms.CharField(
-        label="API key",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text="Stored encrypted; never shown again. Leave blank to keep the current key.",
-    )
 
     class Meta:
         model = LLMEndpoint
         fields = ["name", "base_url", "model", "timeout_seconds"]
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if self.instance._state.adding and not cleaned.get("api_key"):
-            self.add_error("api_key", "Required for a new endpoint.")
-        return cleaned
-
 
 @admin.register(LLMEndpoint)
-class LLMEndpointAdmin(OrgScopedAdmin):
+class LLMEndpointAdmin(EncryptedKeyAdmin):
     form = LLMEndpointForm
     list_display = ["name", "base_url", "model", "masked_key", "updated_at"]
     search_fields = ["name", "model"]
-    readonly_fields = ["masked_key", "key_id", "created_at", "updated_at"]
-
-    @admin.display(description="Key")
-    def masked_key(self, obj: LLMEndpoint) -> str:
-        return f"…{obj.last4}" if obj.last4 else "—"
-
-    def save_model(self, request: HttpRequest, obj: LLMEndpoint, form: Any, change: bool) -> None:
-        if not request.user.is_superuser:
-            obj.organisation_id = member_org_id(request)
-        if form.cleaned_data.get("api_key"):
-            obj.set_api_key(form.cleaned_data["api_key"])
-        super().save_model(request, obj, form, change)

@@ -63,7 +63,22 @@ class AvatarFactory(factory.django.DjangoModelFactory):
     allowed_origins = factory.LazyFunction(lambda: ["https://shop.example"])
 
 
-class ProviderCredentialFactory(factory.django.DjangoModelFactory):
+class EncryptedKeyFactory(factory.django.DjangoModelFactory):
+    """Takes ``api_key`` in clear and stores it the way the services do."""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def _create(cls, model_class: type, *args: object, **kwargs: object) -> object:
+        api_key = str(kwargs.pop("api_key"))
+        row = model_class(*args, **kwargs)
+        row.set_api_key(api_key)
+        row.save()
+        return row
+
+
+class ProviderCredentialFactory(EncryptedKeyFactory):
     class Meta:
         model = ProviderCredential
 
@@ -71,16 +86,8 @@ class ProviderCredentialFactory(factory.django.DjangoModelFactory):
     provider = "heygen"
     api_key = factory.Sequence(lambda n: f"hg-test-secret-{n:08d}")
 
-    @classmethod
-    def _create(cls, model_class: type, *args: object, **kwargs: object) -> ProviderCredential:
-        api_key = str(kwargs.pop("api_key"))
-        credential = model_class(*args, **kwargs)
-        credential.set_api_key(api_key)
-        credential.save()
-        return credential
 
-
-class LLMEndpointFactory(factory.django.DjangoModelFactory):
+class LLMEndpointFactory(EncryptedKeyFactory):
     class Meta:
         model = LLMEndpoint
 
@@ -89,11 +96,3 @@ class LLMEndpointFactory(factory.django.DjangoModelFactory):
     base_url = "http://127.0.0.1:9/v1"
     model = "test-model"
     api_key = factory.Sequence(lambda n: f"llm-test-secret-{n:08d}")
-
-    @classmethod
-    def _create(cls, model_class: type, *args: object, **kwargs: object) -> LLMEndpoint:
-        api_key = str(kwargs.pop("api_key"))
-        endpoint = model_class(*args, **kwargs)
-        endpoint.set_api_key(api_key)
-        endpoint.save()
-        return endpoint

@@ -8,7 +8,12 @@ from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
 from systimz.orgs import services
-from systimz.orgs.admin_base import OrgScopedAdmin, member_org_id
+from systimz.orgs.admin_base import (
+    EncryptedKeyAdmin,
+    EncryptedKeyForm,
+    OrgScopedAdmin,
+    member_org_id,
+)
 from systimz.orgs.models import ApiKey, Organisation, ProviderCredential, Scope, User
 
 LIMIT_FIELDS = (
@@ -136,47 +141,18 @@ class ApiKeyAdmin(OrgScopedAdmin):
         return False  # keys are revoked, never deleted: their history stays auditable
 
 
-class ProviderCredentialForm(forms.ModelForm):
-    api_key = forms.CharField(
-        label="Provider API key",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text="Stored encrypted; never shown again. Leave blank to keep the current key.",
-    )
-
+class ProviderCredentialForm(EncryptedKeyForm):
     class Meta:
         model = ProviderCredential
         fields = ["provider", "plan"]
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if self.instance._state.adding and not cleaned.get("api_key"):
-            self.add_error("api_key", "Required for a new credential.")
-        return cleaned
-
 
 @admin.register(ProviderCredential)
-class ProviderCredentialAdmin(OrgScopedAdmin):
+class ProviderCredentialAdmin(EncryptedKeyAdmin):
     form = ProviderCredentialForm
     list_display = ["provider", "plan", "masked_key", "key_id", "updated_at"]
     list_filter = ["provider", "plan"]
-    readonly_fields = ["masked_key", "key_id", "created_at", "updated_at"]
-
-    @admin.display(description="Key")
-    def masked_key(self, obj: ProviderCredential) -> str:
-        return f"…{obj.last4}" if obj.last4 else "—"
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = list(super().get_readonly_fields(request, obj))
         return [*fields, "provider"] if obj else fields
-
-    def save_model(
-        self, request: HttpRequest, obj: ProviderCredential, form: Any, change: bool
-    ) -> None:
-        if not request.user.is_superuser:
-            obj.organisation_id = member_org_id(request)
-        api_key = form.cleaned_data.get("api_key")
-        if api_key:
-            obj.set_api_key(api_key)
-        super().save_model(request, obj, form, change)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db import models
 from django.http import HttpRequest
@@ -120,3 +121,38 @@ class OrgScopedAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
 
 class OrgScopedInline(OrgScopedAdminMixin, admin.TabularInline):
     extra = 0
+
+
+class EncryptedKeyForm(forms.ModelForm):
+    """A write-only key field: required on create, blank keeps the stored key."""
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted; never shown again. Leave blank to keep the current key.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.instance._state.adding and not cleaned.get("api_key"):
+            self.add_error("api_key", "Required for a new entry.")
+        return cleaned
+
+
+class EncryptedKeyAdmin(OrgScopedAdmin):
+    """Admin of an ``EncryptedKeyModel``: shows ``…last4``, never the key or its ciphertext."""
+
+    readonly_fields = ["masked_key", "key_id", "created_at", "updated_at"]
+
+    @admin.display(description="Key")
+    def masked_key(self, obj: Any) -> str:
+        return f"\u2026{obj.last4}" if obj.last4 else "\u2014"
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if form.cleaned_data.get("api_key"):
+            if not _is_operator(request):
+                obj.organisation_id = member_org_id(request)  # the context binds the org
+            obj.set_api_key(form.cleaned_data["api_key"])
+        super().save_model(request, obj, form, change)
