@@ -1,0 +1,421 @@
+"""A HeyGen Interactive Avatar emulator over real HTTP on loopback.
+
+Behaves as shared/heygen-protocol.md §1-3 and §7 record: the ``{code, message, data}``
+envelope, ``X-Api-Key`` (or a session token as Bearer), the trial cap of 3 concurrent sessions
+per key (100 for enterprise keys) with code 10007, the state machine
+``new → connected → closed`` (``start`` connects: no LiveKit client is emulated) with
+"session state wrong: <state>" and "session not found", LiveKit-shaped ``url`` and
+``access_token``, idle timeout and duration limit on an injectable clock, and the avatar
+events a task would put on the data channel (recorded per session).
+
+Tell it to fail with :meth:`HeyGenEmulator.fail_next`: ``status`` (any HTTP status and body),
+``unauthorized``, ``rate_limited`` (429 with Retry-After), ``hang`` (no answer for a while),
+``malformed`` (not JSON), ``lost`` (the call takes effect, the answer never comes).
+
+By hand: ``python -m tests.emulators.heygen --port 8801 --key demo-key:trial`` and point
+``HEYGEN_API_BASE`` at ``http://127.0.0.1:8801``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+TRIAL_CAP, ENTERPRISE_CAP = 3, 100
+DEFAULT_AVATARS = ("Wayne_20240711", "Anna_public_3_20240108", "Santa_Fireplace_Front_public")
+EMOTIONS = {"excited", "serious", "friendly", "soothing", "broadcaster"}
+WORDS_PER_SECOND = 2.5
+
+
+@dataclass
+class Session:
+    session_id: str
+    api_key: str
+    avatar_id: str
+    body: dict[str, Any]
+    created_at: float
+    last_activity: float
+    idle_timeout: int
+    duration_limit: int
+    status: str = "new"
+    events: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Fault:
+    kind: str
+    status: int = 500
+    body: Any = None
+    retry_after: float = 1.0
+    seconds: float = 5.0
+
+
+def _livekit_jwt(session_id: str) -> str:
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    claims = {
+        "video": {"room": session_id, "roomJoin": True},
+        "sub": "client",
+        "exp": 2_000_000_000,
+    }
+    return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(claims)}.{secrets.token_urlsafe(32)}"
+
+
+class HeyGenEmulator:
+    def __init__(
+        self,
+        *,
+        keys: dict[str, str] | None = None,
+        avatars: tuple[str, ...] = DEFAULT_AVATARS,
+        clock: Callable[[], float] = time.time,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.keys = dict(keys or {"test-heygen-key": "trial"})  # api key -> plan
+        self.avatars = set(avatars)
+        self.clock = clock
+        self.sessions: dict[str, Session] = {}
+        self.tokens: dict[str, str] = {}  # session token -> api key (unused tokens only)
+        self.requests: list[dict[str, Any]] = []
+        self.faults: dict[str, list[Fault]] = {}
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # --- control ------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> HeyGenEmulator:
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def fail_next(self, operation: str, kind: str, *, times: int = 1, **options: Any) -> None:
+        """Make the next ``times`` calls of ``operation`` (e.g. "streaming.new") fail."""
+        with self.lock:
+            self.faults.setdefault(operation, []).extend(
+                Fault(kind, **options) for _ in range(times)
+            )
+
+    def received(self, operation: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["operation"] == operation]
+
+    def active(self, api_key: str | None = None) -> list[Session]:
+        with self.lock:
+            self._expire()
+            return [
+                s
+                for s in self.sessions.values()
+                if s.status != "closed" and (api_key is None or s.api_key == api_key)
+            ]
+
+    # --- behaviour ----------------------------------------------------------------------
+
+    def _expire(self) -> None:
+        now = self.clock()
+        for s in self.sessions.values():
+            if s.status == "closed":
+                continue
+            if now - s.last_activity > s.idle_timeout or now - s.created_at > s.duration_limit:
+                s.status = "closed"
+
+    def _cap(self, api_key: str) -> int:
+        return TRIAL_CAP if self.keys.get(api_key) == "trial" else ENTERPRISE_CAP
+
+    def handle(
+        self, operation: str, api_key: str, body: dict[str, Any], query: dict[str, Any]
+    ) -> tuple[int, Any]:
+        with self.lock:
+            self._expire()
+            if operation == "streaming.create_token":
+                token = base64.b64encode(
+                    json.dumps(
+                        {
+                            "token": secrets.token_hex(16),
+                            "token_type": "sa_from_trial",
+                            "created_at": int(self.clock()),
+                        }
+                    ).encode()
+                ).decode()
+                self.tokens[token] = api_key
+                return 200, {"error": None, "data": {"token": token}}
+            if operation == "streaming.new":
+                return self._new(api_key, body)
+            if operation == "streaming.list":
+                sessions = [
+                    {
+                        "session_id": s.session_id,
+                        "status": s.status,
+                        "created_at": int(s.created_at),
+                    }
+                    for s in self.sessions.values()
+                    if s.api_key == api_key and s.status != "closed"
+                ]
+                return 200, self._ok({"sessions": sessions})
+            session = self.sessions.get(str(body.get("session_id")))
+            if session is None or session.api_key != api_key:
+                return 400, {"code": 10006, "message": "session not found"}
+            return self._on_session(operation, session, body)
+
+    @staticmethod
+    def _ok(data: Any) -> dict[str, Any]:
+        return {"code": 100, "message": "success", "data": data}
+
+    def _new(self, api_key: str, body: dict[str, Any]) -> tuple[int, Any]:
+        avatar = body.get("avatar_id") or body.get("avatar_name")
+        if avatar not in self.avatars:
+            return 400, {"code": 10013, "message": "avatar not found"}
+        voice = body.get("voice") or {}
+        emotion = voice.get("emotion")
+        if emotion is not None and str(emotion).lower() not in EMOTIONS:
+            return 400, {"code": 400, "message": f"invalid emotion: {emotion}"}
+        rate = voice.get("rate")
+        if rate is not None and not 0.5 <= float(rate) <= 1.5:
+            return 400, {"code": 400, "message": "rate must be between 0.5 and 1.5"}
+        idle = body.get("activity_idle_timeout")
+        idle = 120 if idle is None else int(idle)
+        if not 30 <= idle <= 3600:
+            return 400, {"code": 400, "message": "activity_idle_timeout must be 30..3600"}
+        live = [s for s in self.sessions.values() if s.api_key == api_key and s.status != "closed"]
+        if len(live) >= self._cap(api_key):
+            return 400, {"code": 10007, "message": "Concurrent limit reached"}
+        now = self.clock()
+        trial = self.keys.get(api_key) == "trial"
+        session = Session(
+            session_id=str(uuid.uuid1()),
+            api_key=api_key,
+            avatar_id=str(avatar),
+            body=body,
+            created_at=now,
+            last_activity=now,
+            idle_timeout=idle,
+            duration_limit=600 if trial else 3600,
+        )
+        self.sessions[session.session_id] = session
+        return 200, self._ok(
+            {
+                "session_id": session.session_id,
+                "url": "wss://emulated-heygen.livekit.cloud",
+                "access_token": _livekit_jwt(session.session_id),
+                "livekit_agent_token": _livekit_jwt(session.session_id),
+                "realtime_endpoint": f"ws://127.0.0.1/v1-alpha/realtime/{session.session_id}",
+                "session_duration_limit": session.duration_limit,
+                "is_paid": not trial,
+                "sdp": None,
+                "ice_servers": None,
+                "ice_servers2": None,
+            }
+        )
+
+    def _wrong_state(self, session: Session) -> tuple[int, Any]:
+        codes = {
+            "new": 10001,
+            "connecting": 10002,
+            "connected": 10003,
+            "closing": 10004,
+            "closed": 10005,
+        }
+        return 400, {
+            "code": codes[session.status],
+            "message": f"session state wrong: {session.status}",
+        }
+
+    def _on_session(
+        self, operation: str, session: Session, body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        now = self.clock()
+        if operation == "streaming.stop":
+            if session.status == "closed":
+                return self._wrong_state(session)
+            session.status = "closed"
+            return 200, self._ok(None)
+        if operation == "streaming.start":
+            if session.status != "new":
+                return self._wrong_state(session)
+            session.status, session.last_activity = "connected", now
+            return 200, self._ok(None)
+        if session.status != "connected":
+            return self._wrong_state(session)
+        session.last_activity = now
+        if operation == "streaming.task":
+            return self._task(session, body)
+        if operation == "streaming.interrupt":
+            if session.events and session.events[-1]["type"] != "avatar_stop_talking":
+                last = session.tasks[-1]
+                session.events.append(
+                    {"type": "avatar_stop_talking", "task_id": last["task_id"], "duration_ms": 0}
+                )
+            return 200, self._ok(None)
+        if operation in {
+            "streaming.keep_alive",
+            "streaming.start_listening",
+            "streaming.stop_listening",
+        }:
+            return 200, self._ok(None)
+        return 404, {"code": 404, "message": f"unknown operation {operation}"}
+
+    def _task(self, session: Session, body: dict[str, Any]) -> tuple[int, Any]:
+        text = str(body.get("text") or "")
+        task_type = body.get("task_type") or "repeat"
+        if task_type not in {"repeat", "talk", "chat"} or not text:
+            return 400, {"code": 400, "message": "invalid task"}
+        task_id = str(uuid.uuid4())
+        spoken = text if task_type == "repeat" else f"You said: {text}"
+        words = spoken.split()
+        duration_ms = round(len(words) / WORDS_PER_SECOND * 1000, 1)
+        session.tasks.append({"task_id": task_id, "text": text, "task_type": task_type})
+        session.events.append({"type": "avatar_start_talking", "task_id": task_id})
+        for i, word in enumerate(words):
+            chunk = word if i == 0 else f" {word}"
+            session.events.append(
+                {"type": "avatar_talking_message", "task_id": task_id, "message": chunk}
+            )
+        session.events.append({"type": "avatar_end_message", "task_id": task_id})
+        session.events.append(
+            {"type": "avatar_stop_talking", "task_id": task_id, "duration_ms": duration_ms}
+        )
+        return 200, self._ok({"task_id": task_id, "duration_ms": duration_ms})
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._dispatch()
+
+            def do_POST(self) -> None:
+                self._dispatch()
+
+            def _dispatch(self) -> None:
+                parts = urlsplit(self.path)
+                operation = parts.path.removeprefix("/v1/").removeprefix("/v2/")
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    self._send(400, {"code": 400, "message": "invalid JSON"})
+                    return
+                record = {
+                    "operation": operation,
+                    "method": self.command,
+                    "path": parts.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "json": body,
+                }
+                with emulator.lock:
+                    emulator.requests.append(record)
+                    queue = emulator.faults.get(operation) or []
+                    fault = queue.pop(0) if queue else None
+                api_key = self._api_key()
+                if fault and fault.kind == "hang":
+                    emulator.release.wait(fault.seconds)
+                if fault and fault.kind in {"status", "unauthorized", "rate_limited", "malformed"}:
+                    self._fault(fault)
+                    return
+                if api_key is None:
+                    self._send(401, {"code": 400112, "message": "Unauthorized"})
+                    return
+                status, payload = emulator.handle(operation, api_key, body, parse_qs(parts.query))
+                if fault and fault.kind == "lost":
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # the call took effect; the answer is lost
+                    return
+                self._send(status, payload)
+
+            def _api_key(self) -> str | None:
+                key = self.headers.get("X-Api-Key")
+                if key and key in emulator.keys:
+                    return key
+                auth = self.headers.get("Authorization", "")
+                if auth.startswith("Bearer "):
+                    return emulator.tokens.get(auth[7:])
+                return None
+
+            def _fault(self, fault: Fault) -> None:
+                if fault.kind == "unauthorized":
+                    self._send(401, {"code": 400112, "message": "Unauthorized"})
+                elif fault.kind == "rate_limited":
+                    self._send(
+                        429,
+                        {"code": 400123, "message": "Exceed rate limit"},
+                        {"Retry-After": str(fault.retry_after)},
+                    )
+                elif fault.kind == "malformed":
+                    self._send_raw(200, b'{"code": 100, "data": {', "application/json")
+                else:
+                    self._send(
+                        fault.status,
+                        fault.body
+                        if fault.body is not None
+                        else {"code": fault.status, "message": "Internal error"},
+                    )
+
+            def _send(
+                self, status: int, payload: Any, headers: dict[str, str] | None = None
+            ) -> None:
+                self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+            def _send_raw(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str,
+                headers: dict[str, str] | None = None,
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Request-Id", uuid.uuid4().hex)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="HeyGen Interactive Avatar emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8801)
+    parser.add_argument("--key", action="append", default=[], help="API key[:trial|enterprise]")
+    args = parser.parse_args()
+    keys = dict([*k.split(":", 1), "trial"][:2] for k in args.key) or {"demo-heygen-key": "trial"}
+    emulator = HeyGenEmulator(keys=keys, host=args.host, port=args.port)
+    print(f"HeyGen emulator on {emulator.base_url}, keys: {', '.join(keys)}")  # noqa: T201
+    emulator.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
