@@ -46,6 +46,8 @@ ORG_ADMIN_MODELS = [
     ("knowledge", "chunk"),
     ("knowledge", "llmendpoint"),
     ("knowledge", "unansweredquestion"),
+    ("avatar_sessions", "avatarsession"),
+    ("avatar_sessions", "sessionevent"),
 ]
 
 
