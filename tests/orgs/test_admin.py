@@ -39,7 +39,11 @@ def _change(obj) -> str:
     return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
 
 
-ORG_MODELS = [m for m in admin.site._registry if m._meta.app_label in {"avatars", "knowledge", "avatar_sessions"}] + [
+ORG_MODELS = [
+    m
+    for m in admin.site._registry
+    if m._meta.app_label in {"avatars", "knowledge", "avatar_sessions"}
+] + [
     ApiKey,
     ProviderCredential,
 ]
