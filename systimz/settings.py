@@ -225,6 +225,8 @@ SPECTACULAR_SETTINGS = {
         "ProviderEnum": "avatars.models.Provider.choices",
         "PlanEnum": "systimz.orgs.models.Plan.choices",
         "DocumentFormatEnum": "knowledge.models.DocumentFormat.choices",
+        "DocumentStatusEnum": "knowledge.models.DocumentStatus.choices",
+        "SessionStatusEnum": "sessions.models.SessionStatus.choices",
     },
 }
 

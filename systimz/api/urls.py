@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 
 from avatars.api.views import AvatarViewSet, VoicePresetViewSet
 from knowledge.api.views import DocumentViewSet, KnowledgeBaseViewSet, LLMEndpointViewSet
+from sessions.api.views import SessionViewSet
 from systimz import views
 from systimz.api.viewsets import UUID_PATTERN
 from systimz.orgs.api.views import ApiKeyViewSet, OrganisationView, ProviderCredentialViewSet
@@ -29,6 +30,7 @@ router.register(
     basename="document",
 )
 router.register("avatars", AvatarViewSet, basename="avatar")
+router.register("sessions", SessionViewSet, basename="session")
 
 urlpatterns = [
     re_path(r"^organisation/?$", OrganisationView.as_view(), name="organisation"),

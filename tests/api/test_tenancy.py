@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from avatars.models import Avatar, VoicePreset
 from knowledge.models import Document, KnowledgeBase, LLMEndpoint
+from sessions.models import AvatarSession
 from sessions.routing import websocket_urlpatterns
 from systimz.orgs.models import ApiKey, Organisation, ProviderCredential
 from tests.api.routes import api_routes
@@ -34,6 +35,12 @@ OBJECT_ROUTE_CASES: dict[str, Case] = {
     "knowledge-base-gaps": _one(KnowledgeBase),
     "llm-endpoint-detail": _one(LLMEndpoint),
     "avatar-detail": _one(Avatar),
+    "session-detail": _one(AvatarSession),
+    "session-speak": _one(AvatarSession),
+    "session-interrupt": _one(AvatarSession),
+    "session-keep-alive": _one(AvatarSession),
+    "session-stop": _one(AvatarSession),
+    "session-events": _one(AvatarSession),
     "document-list": lambda org: {
         "knowledge_base_id": KnowledgeBase.objects.for_org(org).first().pk
     },
@@ -44,12 +51,21 @@ OBJECT_ROUTE_CASES: dict[str, Case] = {
 }
 WEBSOCKET_ROUTE_CASES: dict[str, Case] = {}
 
-ORG_MODELS = (ApiKey, ProviderCredential, VoicePreset, KnowledgeBase, Avatar, Document, LLMEndpoint)
+ORG_MODELS = (
+    ApiKey,
+    ProviderCredential,
+    VoicePreset,
+    KnowledgeBase,
+    Avatar,
+    Document,
+    LLMEndpoint,
+    AvatarSession,
+)
 
 BODIES = {
     "PUT": {"name": "hijack", "slug": "hijack", "voice_id": "v", "title": "t", "plan": "trial"},
     "PATCH": {"name": "hijack", "title": "hijack"},
-    "POST": {"title": "t", "content": "hijack", "question": "What is the secret?"},
+    "POST": {"title": "t", "content": "hijack", "question": "What is the secret?", "text": "hi"},
 }
 
 

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import signing
+from rest_framework import serializers
+
+from avatars.models import Quality
+from sessions.models import AvatarSession, SessionEvent
+
+PLAYER_SIGNING_NAMESPACE = "systimz.player"
+
+
+def player_token(session: AvatarSession) -> str:
+    """A token signed by the server and bound to one session, for the player's WebSocket."""
+    return signing.dumps({"s": str(session.pk)}, salt=PLAYER_SIGNING_NAMESPACE, compress=True)
+
+
+class SessionCreateSerializer(serializers.Serializer):
+    avatar = serializers.SlugField(help_text="The avatar's slug")
+    quality = serializers.ChoiceField(choices=Quality.choices, required=False)
+    end_user = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class SpeakSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=2000)
+    mode = serializers.ChoiceField(choices=["repeat", "chat"], default="repeat")
+
+
+class EventSerializer(serializers.ModelSerializer):
+    session_id = serializers.UUIDField()
+    at = serializers.DateTimeField(source="created_at")
+
+    class Meta:
+        model = SessionEvent
+        fields = ["session_id", "seq", "type", "at", "payload"]
+
+    def to_representation(self, instance: SessionEvent) -> dict[str, Any]:
+        body = super().to_representation(instance)
+        return {
+            "type": body["type"],
+            "session_id": body["session_id"],
+            "seq": body["seq"],
+            "at": body["at"],
+            **instance.payload,
+        }
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    avatar = serializers.CharField(source="avatar_slug")
+    player = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AvatarSession
+        fields = [
+            "id",
+            "status",
+            "close_reason",
+            "avatar",
+            "provider",
+            "quality",
+            "end_user",
+            "created_at",
+            "started_at",
+            "expires_at",
+            "ended_at",
+            "player",
+            "media",
+        ]
+        read_only_fields = fields
+
+    def get_player(self, session: AvatarSession) -> dict[str, str]:
+        return {"websocket_url": f"/ws/sessions/{session.pk}/", "token": player_token(session)}
+
+
+class SessionDetailSerializer(SessionSerializer):
+    transcript = serializers.SerializerMethodField()
+
+    class Meta(SessionSerializer.Meta):
+        fields = [*SessionSerializer.Meta.fields, "transcript"]
+        read_only_fields = fields
+
+    def get_transcript(self, session: AvatarSession) -> list[dict[str, Any]]:
+        events = session.events.filter(type="task").order_by("seq")
+        return [
+            {
+                "who": "avatar",
+                "text": e.payload.get("text", ""),
+                "mode": e.payload.get("mode"),
+                "task_id": e.payload.get("task_id"),
+                "at": e.created_at.isoformat(),
+            }
+            for e in events
+        ]

@@ -1,0 +1,208 @@
+"""The life of a session at its provider: start, speak, interrupt, keep alive, stop.
+
+No session is ever left running at a provider without a row that says so: the provider's
+session id is written the moment ``create`` returns it, a start that fails after ``create``
+stops what was created, and a stop that does not land is kept ``stop_pending`` for the reaper
+to retry. Every state change is a compare-and-set (``services.transition``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.utils import timezone
+
+from avatars.models import Avatar
+from avatars.providers import errors as perrors
+from avatars.providers.base import AvatarProvider, SessionRequest, SpeakMode, TaskResult, Voice
+from sessions.models import LIVE_STATUSES, AvatarSession, CloseReason, SessionStatus
+from sessions.providers import provider_for
+from sessions.services import append_event, session_admit, session_expiry, transition
+from systimz import errors
+from systimz.orgs.models import Organisation
+
+log = logging.getLogger("systimz.sessions")
+ProviderFactory = Callable[[AvatarSession], AvatarProvider]
+
+
+def to_api_error(exc: perrors.ProviderError, action: str) -> errors.SystimzError:
+    """A provider failure in the contract's words; never the key, never a stack trace."""
+    where = f"The avatar provider could not {action}"
+    if isinstance(exc, perrors.ProviderRateLimited):
+        return errors.ProviderUnavailable(
+            f"{where}: it is rate limiting us; retry shortly.",
+        )
+    if isinstance(exc, perrors.ProviderUnavailable):
+        return errors.ProviderUnavailable(f"{where}: it is unreachable or failing ({exc.message}).")
+    if isinstance(exc, perrors.ProviderConcurrencyLimit):
+        return errors.ConcurrencyLimit(
+            f"{where}: the provider key's own concurrent-session limit is reached.", retry_after=60
+        )
+    if isinstance(exc, perrors.ProviderAuthError):
+        return errors.ProviderError(f"{where}: it refused the organisation's API key.")
+    return errors.ProviderError(f"{where}: {exc.message}")
+
+
+def session_request(avatar: Avatar, quality: str) -> SessionRequest:
+    voice = avatar.voice_preset
+    kb = avatar.knowledge_base
+    prompt = None
+    if avatar.chat_mode == "provider" and kb is not None and not avatar.provider_knowledge_id:
+        from django.conf import settings
+
+        from knowledge.prompt import provider_prompt
+
+        prompt = provider_prompt(kb, max_chars=settings.PROVIDER_KNOWLEDGE_MAX_CHARS).prompt
+    return SessionRequest(
+        avatar_id=avatar.provider_avatar_id,
+        quality=quality,  # type: ignore[arg-type]
+        voice=Voice(voice.voice_id, voice.rate, voice.emotion) if voice else None,
+        language=avatar.language,
+        knowledge_base_id=avatar.provider_knowledge_id or None,
+        knowledge_prompt=prompt,
+        idle_timeout_seconds=avatar.organisation.limits.idle_timeout_seconds,
+    )
+
+
+def session_open(
+    *,
+    org: Organisation,
+    avatar: Avatar,
+    quality: str | None = None,
+    end_user: str = "",
+    embed_origin: str = "",
+    factory: ProviderFactory = provider_for,
+) -> AvatarSession:
+    """Admit, then create and start the session at its provider. On any failure after the
+    provider created a session, that session is stopped (or left ``stop_pending`` for the
+    reaper) and ours is closed with reason ``error``; the caller gets 502/503."""
+    session = session_admit(
+        org=org, avatar=avatar, quality=quality, end_user=end_user, embed_origin=embed_origin
+    )
+    provider = factory(session)
+    try:
+        created = provider.create(session_request(avatar, session.quality))
+    except perrors.ProviderError as exc:
+        _close(session, CloseReason.ERROR, failure=f"create failed: {type(exc).__name__}")
+        raise to_api_error(exc, "create the session") from exc
+    # Recorded before anything else can fail, so the provider session is never unaccounted for.
+    transition(
+        session,
+        from_statuses=[SessionStatus.STARTING],
+        to_status=SessionStatus.STARTING,
+        provider_session_id=created.session_id,
+        media=created.media,
+    )
+    try:
+        provider.start(created.session_id)
+    except perrors.ProviderError as exc:
+        _stop_at_provider(session, provider)
+        _close(session, CloseReason.ERROR, failure=f"start failed: {type(exc).__name__}")
+        raise to_api_error(exc, "start the session") from exc
+    now = timezone.now()
+    started = transition(
+        session,
+        from_statuses=[SessionStatus.STARTING],
+        to_status=SessionStatus.ACTIVE,
+        started_at=now,
+        last_activity_at=now,
+        expires_at=session_expiry(org, now),
+    )
+    if not started:  # stopped by someone else while it started: do not leave it running
+        _stop_at_provider(session, provider)
+        raise errors.Conflict("The session was stopped while it started.")
+    append_event(session, "session_state", {"status": session.status, "reason": None})
+    log.info("session.started session=%s provider=%s", session.pk, session.provider)
+    return session
+
+
+def _stop_at_provider(session: AvatarSession, provider: AvatarProvider) -> bool:
+    """Stop the provider's session; on failure mark the row so the reaper retries."""
+    if not session.provider_session_id:
+        return True
+    try:
+        provider.stop(session.provider_session_id)
+    except perrors.ProviderError as exc:
+        log.warning("session.stop_failed session=%s error=%s", session.pk, type(exc).__name__)
+        type(session).objects.filter(pk=session.pk).update(stop_pending=True)
+        session.refresh_from_db()
+        return False
+    return True
+
+
+def _close(session: AvatarSession, reason: str, *, failure: str = "") -> bool:
+    closed = transition(
+        session,
+        from_statuses=LIVE_STATUSES,
+        to_status=SessionStatus.CLOSED,
+        close_reason=reason,
+        failure=failure,
+        ended_at=timezone.now(),
+    )
+    if closed:
+        append_event(session, "session_state", {"status": session.status, "reason": reason})
+    return closed
+
+
+def session_stop(
+    *,
+    session: AvatarSession,
+    reason: str = CloseReason.USER,
+    factory: ProviderFactory = provider_for,
+) -> AvatarSession:
+    """Stop a session. Idempotent: a closed session is returned as it is. Exactly one of
+    any number of concurrent callers closes it; the provider stop that fails is retried by
+    the reaper (``stop_pending``)."""
+    if session.status == SessionStatus.CLOSED:
+        return session
+    if not transition(
+        session,
+        from_statuses=[SessionStatus.STARTING, SessionStatus.ACTIVE],
+        to_status=SessionStatus.STOPPING,
+    ):
+        return session  # another actor is stopping or has stopped it
+    stopped = _stop_at_provider(session, factory(session))
+    _close(session, reason, failure="" if stopped else "provider stop pending")
+    return session
+
+
+def _live_provider(session: AvatarSession, factory: ProviderFactory) -> AvatarProvider:
+    if session.status != SessionStatus.ACTIVE:
+        raise errors.Conflict(f"The session is {session.status}.")
+    return factory(session)
+
+
+def _touch(session: AvatarSession) -> None:
+    type(session).objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
+
+
+def session_speak(
+    *, session: AvatarSession, text: str, mode: SpeakMode, factory: ProviderFactory = provider_for
+) -> TaskResult:
+    provider = _live_provider(session, factory)
+    try:
+        result = provider.speak(session.provider_session_id, text, mode)
+    except perrors.ProviderConflict as exc:
+        raise errors.Conflict("The provider says the session is not running.") from exc
+    except perrors.ProviderError as exc:
+        raise to_api_error(exc, "speak") from exc
+    _touch(session)
+    append_event(session, "task", {"task_id": result.task_id, "text": text, "mode": mode})
+    return result
+
+
+def session_control(
+    *, session: AvatarSession, action: str, factory: ProviderFactory = provider_for
+) -> None:
+    """``interrupt`` or ``keep_alive``."""
+    provider = _live_provider(session, factory)
+    call: Any = provider.interrupt if action == "interrupt" else provider.keep_alive
+    try:
+        call(session.provider_session_id)
+    except perrors.ProviderConflict as exc:
+        raise errors.Conflict("The provider says the session is not running.") from exc
+    except perrors.ProviderError as exc:
+        raise to_api_error(exc, action.replace("_", " ")) from exc
+    _touch(session)

@@ -1,0 +1,34 @@
+"""Wiring: the provider client for a session, built from its credential and the settings.
+
+The only place that hands a provider its base URL and decrypted key; the clients themselves
+never read settings or the database."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from avatars.models import Provider
+from avatars.providers.base import AvatarProvider
+from avatars.providers.heygen import HeyGenInteractive
+from sessions.models import AvatarSession
+from systimz import errors
+
+
+def provider_for(session: AvatarSession) -> AvatarProvider:
+    """A client for the session's provider and key. Raises Conflict when the credential is
+    gone (deleted since the session started)."""
+    if session.provider == Provider.HEYGEN:
+        if session.credential is None:
+            raise errors.Conflict("The session's HeyGen credential no longer exists.")
+        return HeyGenInteractive(
+            api_key=session.credential.reveal_api_key(), base_url=settings.HEYGEN_API_BASE
+        )
+    if session.provider == Provider.LIVEAVATAR:
+        from avatars.providers.liveavatar import LiveAvatar
+
+        if session.credential is None:
+            raise errors.Conflict("The session's LiveAvatar credential no longer exists.")
+        return LiveAvatar(
+            api_key=session.credential.reveal_api_key(), base_url=settings.LIVEAVATAR_API_BASE
+        )
+    raise errors.Conflict(f"Sessions on the {session.provider} provider are not available yet.")

@@ -1,0 +1,163 @@
+"""Sessions through the REST API against the HeyGen emulator over real HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sessions.models import AvatarSession
+from tests import factories
+from tests.emulators.heygen import HeyGenEmulator
+
+KEY = "hg-live-key-9a8b7c6d5e4f3a2b"
+
+
+@pytest.fixture
+def heygen(settings):
+    emulator = HeyGenEmulator(keys={KEY: "trial"}).start()
+    settings.HEYGEN_API_BASE = emulator.base_url
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def heygen_avatar(tenant, heygen):
+    factories.ProviderCredentialFactory(organisation=tenant.org, provider="heygen", api_key=KEY)
+    voice = factories.VoicePresetFactory(
+        organisation=tenant.org, voice_id="v-9", rate=0.8, emotion="soothing"
+    )
+    return factories.AvatarFactory(
+        organisation=tenant.org,
+        slug="anna",
+        provider="heygen",
+        provider_avatar_id="Anna_public_3_20240108",
+        voice_preset=voice,
+        quality="low",
+    )
+
+
+def _start(tenant, **extra):
+    return tenant.client.post("/api/v1/sessions/", {"avatar": "anna", **extra}, format="json")
+
+
+def test_start_speak_interrupt_keep_alive_stop(tenant, heygen, heygen_avatar, caplog):
+    caplog.set_level(logging.DEBUG)
+    response = _start(tenant, quality="high", end_user="visitor-7")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["status"], body["avatar"], body["provider"], body["quality"]) == (
+        "active",
+        "anna",
+        "heygen",
+        "high",
+    )
+    assert body["media"]["kind"] == "livekit"
+    assert body["player"]["websocket_url"] == f"/ws/sessions/{body['id']}/"
+    assert body["player"]["token"]
+    sent = heygen.received("streaming.new")[0]["json"]
+    assert sent["quality"] == "high"
+    assert sent["voice"] == {"voice_id": "v-9", "rate": 0.8, "emotion": "Soothing"}
+    assert len(heygen.received("streaming.start")) == 1
+
+    url = f"/api/v1/sessions/{body['id']}"
+    speak = tenant.client.post(
+        f"{url}/speak", {"text": "Welcome to the shop.", "mode": "repeat"}, format="json"
+    )
+    assert speak.status_code == 202
+    provider_session = AvatarSession.objects.get(pk=body["id"]).provider_session_id
+    assert speak.json()["task_id"] == heygen.sessions[provider_session].tasks[0]["task_id"]
+    assert heygen.received("streaming.task")[0]["json"]["text"] == "Welcome to the shop."
+    assert tenant.client.post(f"{url}/interrupt").status_code == 200
+    assert tenant.client.post(f"{url}/keep-alive/").status_code == 200
+    assert tenant.client.get("/api/v1/sessions/", {"status": "active"}).json()["count"] == 1
+
+    stopped = tenant.client.post(f"{url}/stop")
+    assert stopped.status_code == 200
+    assert (stopped.json()["status"], stopped.json()["close_reason"]) == ("closed", "user")
+    assert tenant.client.post(f"{url}/stop").status_code == 200  # idempotent
+    assert len(heygen.received("streaming.stop")) == 1
+    assert heygen.active() == []
+
+    detail = tenant.client.get(f"{url}/").json()
+    assert [t["text"] for t in detail["transcript"]] == ["Welcome to the shop."]
+    events = tenant.client.get(f"{url}/events/", {"after": 0}).json()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events] == [
+        "session_state",
+        "session_state",
+        "task",
+        "session_state",
+    ]
+    assert events[-1]["reason"] == "user"
+    assert KEY not in caplog.text
+
+
+def test_actions_on_a_closed_session_are_409(tenant, heygen, heygen_avatar):
+    session_id = _start(tenant).json()["id"]
+    tenant.client.post(f"/api/v1/sessions/{session_id}/stop")
+    for action, data in (("speak", {"text": "hi"}), ("interrupt", None), ("keep-alive", None)):
+        response = tenant.client.post(
+            f"/api/v1/sessions/{session_id}/{action}", data, format="json"
+        )
+        assert response.status_code == 409, action
+        assert response.json()["error"]["code"] == "conflict"
+
+
+def test_the_fourth_trial_start_is_429_and_reaches_no_provider(tenant, heygen, heygen_avatar):
+    for _ in range(3):
+        assert _start(tenant).status_code == 201
+    refused = _start(tenant)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "concurrency_limit"
+    assert refused["Retry-After"] == "60"
+    assert len(heygen.received("streaming.new")) == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "status", "code"),
+    [
+        ("status", {"status": 500}, 503, "provider_unavailable"),
+        ("unauthorized", {}, 502, "provider_error"),
+        ("malformed", {}, 502, "provider_error"),
+    ],
+)
+def test_a_failed_create_leaves_no_live_row_and_holds_no_slot(
+    tenant, heygen, heygen_avatar, kind, options, status, code
+):
+    heygen.fail_next("streaming.new", kind, **options)
+    response = _start(tenant)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert KEY not in response.content.decode()
+    session = AvatarSession.objects.get()
+    assert (session.status, session.close_reason) == ("closed", "error")
+    assert _start(tenant).status_code == 201
+
+
+def test_a_start_that_fails_after_create_stops_the_provider_session(tenant, heygen, heygen_avatar):
+    heygen.fail_next(
+        "streaming.start", "status", status=400, body={"code": 10013, "message": "avatar not found"}
+    )
+    response = _start(tenant)
+    assert response.status_code == 502
+    assert heygen.active() == []  # created, then stopped
+    assert len(heygen.received("streaming.stop")) == 1
+    session = AvatarSession.objects.get()
+    assert session.provider_session_id
+    assert (session.status, session.stop_pending) == ("closed", False)
+
+
+def test_a_stop_that_keeps_failing_is_left_for_the_reaper(tenant, heygen, heygen_avatar, settings):
+    session_id = _start(tenant).json()["id"]
+    heygen.fail_next("streaming.stop", "status", status=500, times=10)
+    response = tenant.client.post(f"/api/v1/sessions/{session_id}/stop")
+    assert response.status_code == 200
+    session = AvatarSession.objects.get(pk=session_id)
+    assert (session.status, session.stop_pending) == ("closed", True)
+
+
+def test_an_unknown_avatar_is_a_field_error(tenant):
+    response = tenant.client.post("/api/v1/sessions/", {"avatar": "ghost"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"avatar": ["Not found."]}
