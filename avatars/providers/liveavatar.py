@@ -211,6 +211,7 @@ class LiveAvatar:
         )
 
     def close(self) -> None:
+        """Close the connections. An injected transport stays open: its owner closes it."""
         self.http.close()
 
     def _post(self, path: str, body: dict[str, Any], *, operation: str, idempotent: bool) -> Any:
