@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 from django.utils import timezone
@@ -81,7 +82,13 @@ def session_open(
     session = session_admit(
         org=org, avatar=avatar, quality=quality, end_user=end_user, embed_origin=embed_origin
     )
-    provider = factory(session)
+    with closing(factory(session)) as provider:
+        return _open_at_provider(session, provider, org, avatar)
+
+
+def _open_at_provider(
+    session: AvatarSession, provider: AvatarProvider, org: Organisation, avatar: Avatar
+) -> AvatarSession:
     try:
         created = provider.create(session_request(avatar, session.quality))
     except perrors.ProviderError as exc:
@@ -163,7 +170,8 @@ def session_stop(
         to_status=SessionStatus.STOPPING,
     ):
         return session  # another actor is stopping or has stopped it
-    stopped = _stop_at_provider(session, factory(session))
+    with closing(factory(session)) as provider:
+        stopped = _stop_at_provider(session, provider)
     _close(session, reason, failure="" if stopped else "provider stop pending")
     return session
 
@@ -181,13 +189,13 @@ def _touch(session: AvatarSession) -> None:
 def session_speak(
     *, session: AvatarSession, text: str, mode: SpeakMode, factory: ProviderFactory = provider_for
 ) -> TaskResult:
-    provider = _live_provider(session, factory)
-    try:
-        result = provider.speak(session.provider_session_id, text, mode)
-    except perrors.ProviderConflict as exc:
-        raise errors.Conflict("The provider says the session is not running.") from exc
-    except perrors.ProviderError as exc:
-        raise to_api_error(exc, "speak") from exc
+    with closing(_live_provider(session, factory)) as provider:
+        try:
+            result = provider.speak(session.provider_session_id, text, mode)
+        except perrors.ProviderConflict as exc:
+            raise errors.Conflict("The provider says the session is not running.") from exc
+        except perrors.ProviderError as exc:
+            raise to_api_error(exc, "speak") from exc
     _touch(session)
     append_event(session, "task", {"task_id": result.task_id, "text": text, "mode": mode})
     return result
@@ -197,12 +205,12 @@ def session_control(
     *, session: AvatarSession, action: str, factory: ProviderFactory = provider_for
 ) -> None:
     """``interrupt`` or ``keep_alive``."""
-    provider = _live_provider(session, factory)
-    call: Any = provider.interrupt if action == "interrupt" else provider.keep_alive
-    try:
-        call(session.provider_session_id)
-    except perrors.ProviderConflict as exc:
-        raise errors.Conflict("The provider says the session is not running.") from exc
-    except perrors.ProviderError as exc:
-        raise to_api_error(exc, action.replace("_", " ")) from exc
+    with closing(_live_provider(session, factory)) as provider:
+        call: Any = provider.interrupt if action == "interrupt" else provider.keep_alive
+        try:
+            call(session.provider_session_id)
+        except perrors.ProviderConflict as exc:
+            raise errors.Conflict("The provider says the session is not running.") from exc
+        except perrors.ProviderError as exc:
+            raise to_api_error(exc, action.replace("_", " ")) from exc
     _touch(session)

@@ -86,3 +86,7 @@ class AvatarProvider(Protocol):
     def list_active(self) -> list[ActiveSession]:
         """The sessions the provider holds open for this key (for reconciliation)."""
         ...
+
+    def close(self) -> None:
+        """Release the client's connections."""
+        ...

@@ -161,3 +161,28 @@ def test_an_unknown_avatar_is_a_field_error(tenant):
     response = tenant.client.post("/api/v1/sessions/", {"avatar": "ghost"}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"avatar": ["Not found."]}
+
+
+def test_a_liveavatar_session_starts_and_stops(tenant, settings):
+    from tests.emulators.liveavatar import LiveAvatarEmulator
+
+    key = "la-live-key-1234567890abcdef"
+    emulator = LiveAvatarEmulator(keys={key: "trial"}).start()
+    settings.LIVEAVATAR_API_BASE = emulator.base_url
+    try:
+        factories.ProviderCredentialFactory(
+            organisation=tenant.org, provider="liveavatar", api_key=key
+        )
+        avatar_id = next(iter(emulator.avatars))
+        factories.AvatarFactory(
+            organisation=tenant.org, slug="lia", provider="liveavatar", provider_avatar_id=avatar_id
+        )
+        started = tenant.client.post("/api/v1/sessions/", {"avatar": "lia"}, format="json")
+        assert started.status_code == 201, started.content
+        assert started.json()["media"]["kind"] == "livekit"
+        assert len(emulator.active()) == 1
+        stopped = tenant.client.post(f"/api/v1/sessions/{started.json()['id']}/stop")
+        assert stopped.json()["status"] == "closed"
+        assert emulator.active() == []
+    finally:
+        emulator.stop()
