@@ -15,9 +15,11 @@ from typing import Any
 
 from django.utils import timezone
 
-from avatars.models import Avatar
+from avatars.models import Avatar, ChatMode
 from avatars.providers import errors as perrors
 from avatars.providers.base import AvatarProvider, SessionRequest, SpeakMode, TaskResult, Voice
+from knowledge.answerers import Turn
+from knowledge.services import knowledge_ask
 from sessions.models import LIVE_STATUSES, AvatarSession, CloseReason, SessionStatus
 from sessions.providers import provider_for
 from sessions.services import append_event, session_admit, session_expiry, transition
@@ -186,18 +188,59 @@ def _touch(session: AvatarSession) -> None:
     type(session).objects.filter(pk=session.pk).update(last_activity_at=timezone.now())
 
 
+def _history(session: AvatarSession) -> list[Turn]:
+    turns: list[Turn] = []
+    for payload in (
+        session.events.filter(type="task").order_by("seq").values_list("payload", flat=True)
+    ):
+        if payload.get("question"):
+            turns.append(Turn("user", payload["question"]))
+        turns.append(Turn("avatar", payload.get("text", "")))
+    return turns[-12:]
+
+
 def session_speak(
     *, session: AvatarSession, text: str, mode: SpeakMode, factory: ProviderFactory = provider_for
 ) -> TaskResult:
-    with closing(_live_provider(session, factory)) as provider:
+    """Make the avatar speak. ``repeat`` says ``text``. ``chat`` answers it: from the avatar's
+    knowledge base with Systimz's answerer (the reply is spoken as a repeat task, so the
+    provider's default persona never answers in its place), or, for an avatar set to
+    provider-side chat, by the provider's own LLM."""
+    provider_live = _live_provider(session, factory)
+    avatar = session.avatar
+    record: dict[str, Any] = {"text": text, "mode": mode}
+    spoken, provider_mode = text, mode
+    if mode == "chat" and (avatar is None or avatar.chat_mode != ChatMode.PROVIDER):
+        kb = avatar.knowledge_base if avatar is not None else None
+        if kb is None:
+            provider_live.close()
+            raise errors.InvalidInput(
+                "This avatar has no knowledge base to chat from.",
+                fields={"mode": ["No knowledge base."]},
+            )
+        answer = knowledge_ask(
+            kb=kb, question=text, history=_history(session), session_id=session.pk, source="session"
+        )
+        spoken, provider_mode = answer.text, "repeat"
+        record = {
+            "text": answer.text,
+            "mode": mode,
+            "question": text,
+            "answered": answer.answered,
+            "citations": [
+                {"document": str(c.document), "title": c.title, "quote": c.quote}
+                for c in answer.citations
+            ],
+        }
+    with closing(provider_live) as provider:
         try:
-            result = provider.speak(session.provider_session_id, text, mode)
+            result = provider.speak(session.provider_session_id, spoken, provider_mode)
         except perrors.ProviderConflict as exc:
             raise errors.Conflict("The provider says the session is not running.") from exc
         except perrors.ProviderError as exc:
             raise to_api_error(exc, "speak") from exc
     _touch(session)
-    append_event(session, "task", {"task_id": result.task_id, "text": text, "mode": mode})
+    append_event(session, "task", {"task_id": result.task_id, **record})
     return result
 
 

@@ -81,14 +81,19 @@ class SessionDetailSerializer(SessionSerializer):
         read_only_fields = fields
 
     def get_transcript(self, session: AvatarSession) -> list[dict[str, Any]]:
-        events = session.events.filter(type="task").order_by("seq")
-        return [
-            {
+        lines: list[dict[str, Any]] = []
+        for event in session.events.filter(type="task").order_by("seq"):
+            payload, at = event.payload, event.created_at.isoformat()
+            if payload.get("question"):
+                lines.append({"who": "user", "text": payload["question"], "at": at})
+            line = {
                 "who": "avatar",
-                "text": e.payload.get("text", ""),
-                "mode": e.payload.get("mode"),
-                "task_id": e.payload.get("task_id"),
-                "at": e.created_at.isoformat(),
+                "text": payload.get("text", ""),
+                "mode": payload.get("mode"),
+                "task_id": payload.get("task_id"),
+                "at": at,
             }
-            for e in events
-        ]
+            if "citations" in payload:
+                line["citations"] = payload["citations"]
+            lines.append(line)
+        return lines

@@ -186,3 +186,69 @@ def test_a_liveavatar_session_starts_and_stops(tenant, settings):
         assert emulator.active() == []
     finally:
         emulator.stop()
+
+
+def test_chat_is_answered_from_the_knowledge_base_and_spoken_as_repeat(
+    tenant, heygen, heygen_avatar
+):
+    from knowledge import services as knowledge_services
+    from knowledge.models import UnansweredQuestion
+
+    kb = factories.KnowledgeBaseFactory(organisation=tenant.org, fallback_text="Sorry, no idea.")
+    text = knowledge_services.document_text_from_json(
+        title="Hours",
+        content="# Hours\n\nThe shop is open from 9 to 17 on weekdays.",
+        fmt="markdown",
+    )
+    knowledge_services.document_create(knowledge_base=kb, text=text)
+    heygen_avatar.knowledge_base = kb
+    heygen_avatar.save()
+    session_id = _start(tenant).json()["id"]
+    url = f"/api/v1/sessions/{session_id}"
+
+    assert (
+        tenant.client.post(
+            f"{url}/speak", {"text": "When is the shop open?", "mode": "chat"}, format="json"
+        ).status_code
+        == 202
+    )
+    tenant.client.post(
+        f"{url}/speak", {"text": "Do you sell zebras?", "mode": "chat"}, format="json"
+    )
+
+    sent = [call["json"] for call in heygen.received("streaming.task")]
+    assert [(b["task_type"], b["text"]) for b in sent] == [
+        ("repeat", "The shop is open from 9 to 17 on weekdays."),
+        ("repeat", "Sorry, no idea."),
+    ]
+    transcript = tenant.client.get(f"{url}/").json()["transcript"]
+    assert [(t["who"], t["text"]) for t in transcript] == [
+        ("user", "When is the shop open?"),
+        ("avatar", "The shop is open from 9 to 17 on weekdays."),
+        ("user", "Do you sell zebras?"),
+        ("avatar", "Sorry, no idea."),
+    ]
+    assert transcript[1]["citations"][0]["title"] == "Hours"
+    gap = UnansweredQuestion.objects.get()
+    assert (str(gap.session_id), gap.source) == (session_id, "session")
+
+
+def test_provider_side_chat_passes_through(tenant, heygen, heygen_avatar):
+    heygen_avatar.chat_mode = "provider"
+    heygen_avatar.provider_knowledge_id = "hg-kb-1"
+    heygen_avatar.save()
+    session_id = _start(tenant).json()["id"]
+    assert heygen.received("streaming.new")[0]["json"]["knowledge_base_id"] == "hg-kb-1"
+    tenant.client.post(
+        f"/api/v1/sessions/{session_id}/speak", {"text": "Hi!", "mode": "chat"}, format="json"
+    )
+    assert heygen.received("streaming.task")[0]["json"]["task_type"] == "chat"
+
+
+def test_chat_without_a_knowledge_base_is_refused(tenant, heygen, heygen_avatar):
+    session_id = _start(tenant).json()["id"]
+    response = tenant.client.post(
+        f"/api/v1/sessions/{session_id}/speak", {"text": "Hi", "mode": "chat"}, format="json"
+    )
+    assert response.status_code == 400
+    assert heygen.received("streaming.task") == []
