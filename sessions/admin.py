@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from sessions.models import AvatarSession, SessionEvent
+from sessions import lifecycle
+from sessions.models import LIVE_STATUSES, AvatarSession, SessionEvent
+from systimz import errors
 from systimz.orgs.admin_base import OrgScopedAdmin, OrgScopedInline
 
 
@@ -47,6 +49,8 @@ class AvatarSessionAdmin(OrgScopedAdmin):
         f.name for f in AvatarSession._meta.get_fields() if f.concrete and f.name != "organisation"
     ]
 
+    actions = ["stop_now"]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -55,3 +59,15 @@ class AvatarSessionAdmin(OrgScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.action(description="Stop the selected sessions now", permissions=["view"])
+    def stop_now(self, request: HttpRequest, queryset: Any) -> None:
+        stopped = 0
+        for session in queryset.filter(status__in=LIVE_STATUSES):
+            try:
+                lifecycle.session_stop(session=session)
+            except errors.SystimzError as exc:
+                self.message_user(request, f"{session.pk}: {exc.message}", messages.ERROR)
+                continue
+            stopped += 1
+        self.message_user(request, f"Stopped {stopped} session(s).")

@@ -252,3 +252,22 @@ def test_chat_without_a_knowledge_base_is_refused(tenant, heygen, heygen_avatar)
     )
     assert response.status_code == 400
     assert heygen.received("streaming.task") == []
+
+
+def test_the_admin_stops_sessions_now(tenant, heygen, heygen_avatar):
+    from django.test import Client
+
+    from systimz.orgs import services
+
+    services.member_create(org=tenant.org, username="ops", password="a-long-pass-phrase-9")
+    admin = Client()
+    admin.login(username="ops", password="a-long-pass-phrase-9")
+    session_id = _start(tenant).json()["id"]
+    response = admin.post(
+        "/admin/avatar_sessions/avatarsession/",
+        {"action": "stop_now", "_selected_action": [session_id]},
+        follow=True,
+    )
+    assert "Stopped 1 session(s)." in response.content.decode()
+    assert AvatarSession.objects.get(pk=session_id).close_reason == "user"
+    assert heygen.active() == []
