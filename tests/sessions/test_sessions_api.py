@@ -271,3 +271,26 @@ def test_the_admin_stops_sessions_now(tenant, heygen, heygen_avatar):
     assert "Stopped 1 session(s)." in response.content.decode()
     assert AvatarSession.objects.get(pk=session_id).close_reason == "user"
     assert heygen.active() == []
+
+
+def test_a_create_whose_answer_was_lost_is_stopped_by_reconciliation(tenant, heygen, heygen_avatar):
+    from datetime import timedelta
+
+    from sessions.providers import provider_for
+    from sessions.reconcile import reconcile_credential
+
+    heygen.fail_next("streaming.new", "lost")
+    assert _start(tenant).status_code == 503
+    assert len(heygen.active()) == 1  # created at the provider; we never heard back
+    live = _start(tenant).json()["id"]  # a session we do know about
+    credential = AvatarSession.objects.get(pk=live).credential
+
+    report = reconcile_credential(
+        credential, provider_for(AvatarSession.objects.get(pk=live)), grace=timedelta(0)
+    )
+
+    assert report.listed == 2
+    assert len(report.stopped) == 1
+    assert [s.session_id for s in heygen.active()] == [
+        AvatarSession.objects.get(pk=live).provider_session_id
+    ]
