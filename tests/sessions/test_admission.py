@@ -112,3 +112,50 @@ def test_fifty_concurrent_starts_admit_exactly_three_each_round():
         assert outcomes.count("refused") == 47
         assert AvatarSession.objects.filter(organisation=org, status="starting").count() == 3
         AvatarSession.objects.filter(organisation=org).update(status="closed")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_stops_close_once_and_stop_at_the_provider_once():
+    from sessions.lifecycle import session_stop
+
+    class CountingProvider:
+        stops: list[str] = []
+
+        def stop(self, session_id: str) -> None:
+            self.stops.append(session_id)
+
+        def close(self) -> None:
+            pass
+
+    org = Organisation.objects.create(slug="stops", name="Stops", plan=Plan.ENTERPRISE)
+    avatar = factories.AvatarFactory(organisation=org)
+    for _ in range(5):
+        session = session_admit(org=org, avatar=avatar)
+        transition(
+            session,
+            from_statuses=["starting"],
+            to_status="active",
+            provider_session_id=f"p-{session.pk}",
+        )
+        barrier = threading.Barrier(8)
+
+        def stop(pk=session.pk, barrier=barrier) -> None:
+            try:
+                barrier.wait()
+                session_stop(
+                    session=AvatarSession.objects.get(pk=pk), factory=lambda s: CountingProvider()
+                )
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=stop) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        closed = AvatarSession.objects.get(pk=session.pk)
+        assert (closed.status, closed.close_reason) == ("closed", "user")
+        assert CountingProvider.stops.count(f"p-{session.pk}") == 1
+        closing_events = SessionEvent.objects.filter(session=closed, payload__reason="user").count()
+        assert closing_events == 1
