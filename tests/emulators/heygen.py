@@ -22,14 +22,15 @@ import argparse
 import base64
 import json
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.emulators.base import EmulatorBase, Fault
 
 TRIAL_CAP, ENTERPRISE_CAP = 3, 100
 DEFAULT_AVATARS = ("Wayne_20240711", "Anna_public_3_20240108", "Santa_Fireplace_Front_public")
@@ -52,15 +53,6 @@ class Session:
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
-class Fault:
-    kind: str
-    status: int = 500
-    body: Any = None
-    retry_after: float = 1.0
-    seconds: float = 5.0
-
-
 def _livekit_jwt(session_id: str) -> str:
     def b64(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
@@ -73,7 +65,7 @@ def _livekit_jwt(session_id: str) -> str:
     return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(claims)}.{secrets.token_urlsafe(32)}"
 
 
-class HeyGenEmulator:
+class HeyGenEmulator(EmulatorBase):
     def __init__(
         self,
         *,
@@ -83,45 +75,17 @@ class HeyGenEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.keys = dict(keys or {"test-heygen-key": "trial"})  # api key -> plan
-        self.avatars = set(avatars)
-        self.clock = clock
+        super().__init__(
+            keys=keys or {"test-heygen-key": "trial"},
+            avatars=avatars,
+            clock=clock,
+            host=host,
+            port=port,
+        )
         self.sessions: dict[str, Session] = {}
         self.tokens: dict[str, str] = {}  # session token -> api key (unused tokens only)
-        self.requests: list[dict[str, Any]] = []
-        self.faults: dict[str, list[Fault]] = {}
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
-        self.server.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
     # --- control ------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> HeyGenEmulator:
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def fail_next(self, operation: str, kind: str, *, times: int = 1, **options: Any) -> None:
-        """Make the next ``times`` calls of ``operation`` (e.g. "streaming.new") fail."""
-        with self.lock:
-            self.faults.setdefault(operation, []).extend(
-                Fault(kind, **options) for _ in range(times)
-            )
-
-    def received(self, operation: str) -> list[dict[str, Any]]:
-        return [r for r in self.requests if r["operation"] == operation]
 
     def active(self, api_key: str | None = None) -> list[Session]:
         with self.lock:
@@ -335,8 +299,7 @@ class HeyGenEmulator:
                 }
                 with emulator.lock:
                     emulator.requests.append(record)
-                    queue = emulator.faults.get(operation) or []
-                    fault = queue.pop(0) if queue else None
+                    fault = emulator.take_fault(operation)
                 api_key = self._api_key()
                 if fault and fault.kind == "hang":
                     emulator.release.wait(fault.seconds)

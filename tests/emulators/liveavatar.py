@@ -59,15 +59,16 @@ import argparse
 import base64
 import json
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.emulators.base import EmulatorBase, Fault
 
 TRIAL_CAP, ENTERPRISE_CAP = 3, 100
 TRIAL_MAX_DURATION, ENTERPRISE_MAX_DURATION = 600, 3600
@@ -115,15 +116,6 @@ class Session:
     stop_reason: str | None = None
 
 
-@dataclass
-class Fault:
-    kind: str
-    status: int = 500
-    body: Any = None
-    retry_after: float = 1.0
-    seconds: float = 5.0
-
-
 @dataclass(frozen=True)
 class Caller:
     api_key: str
@@ -153,7 +145,7 @@ def _is_uuid(value: Any) -> bool:
     return True
 
 
-class LiveAvatarEmulator:
+class LiveAvatarEmulator(EmulatorBase):
     def __init__(
         self,
         *,
@@ -165,50 +157,19 @@ class LiveAvatarEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.keys = dict(keys or {"test-liveavatar-key": "trial"})  # api key -> plan
-        self.avatars = set(avatars)
-        self.clock = clock
+        super().__init__(
+            keys=keys or {"test-liveavatar-key": "trial"},
+            avatars=avatars,
+            clock=clock,
+            host=host,
+            port=port,
+        )
         self.idle_timeout = idle_timeout
         self.page_size_limit = page_size_limit  # the most a page holds, whatever was asked
         self.sessions: dict[str, Session] = {}
         self.tokens: dict[str, str] = {}  # session token -> session id
-        self.requests: list[dict[str, Any]] = []
-        self.faults: dict[str, list[Fault]] = {}
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
-        self.server.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
     # --- control ------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> LiveAvatarEmulator:
-        # A short poll interval, so ``stop`` (which waits for the loop to notice) is quick.
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def fail_next(self, operation: str, kind: str, *, times: int = 1, **options: Any) -> None:
-        """Make the next ``times`` calls of ``operation`` (e.g. "sessions/token") fail."""
-        with self.lock:
-            self.faults.setdefault(operation, []).extend(
-                Fault(kind, **options) for _ in range(times)
-            )
-
-    def received(self, operation: str) -> list[dict[str, Any]]:
-        return [r for r in self.requests if r["operation"] == operation]
 
     def active(self, api_key: str | None = None) -> list[Session]:
         """Sessions holding a slot (minted or started), for ``api_key`` or every key."""
@@ -488,8 +449,7 @@ class LiveAvatarEmulator:
                 }
                 with emulator.lock:
                     emulator.requests.append(record)
-                    queue = emulator.faults.get(operation) or []
-                    fault = queue.pop(0) if queue else None
+                    fault = emulator.take_fault(operation)
                     caller = self._caller()
                 if fault and fault.kind == "hang":
                     emulator.release.wait(fault.seconds)
