@@ -15,7 +15,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from avatars.models import Avatar, ChatMode
+from avatars.models import Avatar, ChatMode, Provider
 from avatars.providers import errors as perrors
 from avatars.providers.base import AvatarProvider, SessionRequest, SpeakMode, TaskResult, Voice
 from knowledge.answerers import Turn
@@ -206,6 +206,11 @@ def session_speak(
     knowledge base with Systimz's answerer (the reply is spoken as a repeat task, so the
     provider's default persona never answers in its place), or, for an avatar set to
     provider-side chat, by the provider's own LLM."""
+    if session.provider == Provider.LIVEAVATAR:
+        raise errors.InvalidInput(
+            "LiveAvatar sessions take speech from the player's media room, not from the API.",
+            fields={"session": ["Speak through the player for LiveAvatar avatars."]},
+        )
     provider_live = _live_provider(session, factory)
     avatar = session.avatar
     record: dict[str, Any] = {"text": text, "mode": mode}

@@ -181,6 +181,11 @@ def test_a_liveavatar_session_starts_and_stops(tenant, settings):
         assert started.status_code == 201, started.content
         assert started.json()["media"]["kind"] == "livekit"
         assert len(emulator.active()) == 1
+        speak = tenant.client.post(
+            f"/api/v1/sessions/{started.json()['id']}/speak", {"text": "hi"}, format="json"
+        )
+        assert speak.status_code == 400
+        assert "media room" in speak.json()["error"]["message"]
         stopped = tenant.client.post(f"/api/v1/sessions/{started.json()['id']}/stop")
         assert stopped.json()["status"] == "closed"
         assert emulator.active() == []
