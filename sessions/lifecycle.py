@@ -84,7 +84,12 @@ def session_open(
     session = session_admit(
         org=org, avatar=avatar, quality=quality, end_user=end_user, embed_origin=embed_origin
     )
-    with closing(factory(session)) as provider:
+    try:
+        provider = factory(session)
+    except errors.SystimzError as exc:
+        _close(session, CloseReason.ERROR, failure=exc.message)  # frees the slot at once
+        raise
+    with closing(provider):
         return _open_at_provider(session, provider, org, avatar)
 
 

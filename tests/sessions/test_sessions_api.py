@@ -299,3 +299,12 @@ def test_a_create_whose_answer_was_lost_is_stopped_by_reconciliation(tenant, hey
     assert [s.session_id for s in heygen.active()] == [
         AvatarSession.objects.get(pk=live).provider_session_id
     ]
+
+
+def test_a_provider_that_cannot_serve_holds_no_slot(tenant):
+    factories.AvatarFactory(organisation=tenant.org, slug="home")  # local: not served yet
+    for _ in range(4):
+        response = tenant.client.post("/api/v1/sessions/", {"avatar": "home"}, format="json")
+        assert response.status_code == 409
+    assert not AvatarSession.objects.filter(status__in=["starting", "active", "stopping"]).exists()
+    assert AvatarSession.objects.filter(status="closed", close_reason="error").count() == 4
