@@ -28,9 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from tests.emulators.base import EmulatorBase, Fault
+from tests.emulators.base import EmulatorBase, EmulatorHandler, Fault, Reply, parse_keys
 
 TRIAL_CAP, ENTERPRISE_CAP = 3, 100
 DEFAULT_AVATARS = ("Wayne_20240711", "Anna_public_3_20240108", "Santa_Fireplace_Front_public")
@@ -268,55 +267,16 @@ class HeyGenEmulator(EmulatorBase):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         emulator = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        class Handler(EmulatorHandler):
+            def operation(self, path: str) -> str:
+                return path.removeprefix("/v1/").removeprefix("/v2/")
 
-            def log_message(self, *args: object) -> None:
-                pass
+            def bad_body(self, body: Any) -> Reply | None:
+                if body is ValueError:
+                    return 400, {"code": 400, "message": "invalid JSON"}, None
+                return None
 
-            def do_GET(self) -> None:
-                self._dispatch()
-
-            def do_POST(self) -> None:
-                self._dispatch()
-
-            def _dispatch(self) -> None:
-                parts = urlsplit(self.path)
-                operation = parts.path.removeprefix("/v1/").removeprefix("/v2/")
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else {}
-                except ValueError:
-                    self._send(400, {"code": 400, "message": "invalid JSON"})
-                    return
-                record = {
-                    "operation": operation,
-                    "method": self.command,
-                    "path": parts.path,
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                    "json": body,
-                }
-                with emulator.lock:
-                    emulator.requests.append(record)
-                    fault = emulator.take_fault(operation)
-                api_key = self._api_key()
-                if fault and fault.kind == "hang":
-                    emulator.release.wait(fault.seconds)
-                if fault and fault.kind in {"status", "unauthorized", "rate_limited", "malformed"}:
-                    self._fault(fault)
-                    return
-                if api_key is None:
-                    self._send(401, {"code": 400112, "message": "Unauthorized"})
-                    return
-                status, payload = emulator.handle(operation, api_key, body, parse_qs(parts.query))
-                if fault and fault.kind == "lost":
-                    self.close_connection = True
-                    self.connection.shutdown(2)  # the call took effect; the answer is lost
-                    return
-                self._send(status, payload)
-
-            def _api_key(self) -> str | None:
+            def caller(self) -> str | None:
                 key = self.headers.get("X-Api-Key")
                 if key and key in emulator.keys:
                     return key
@@ -325,46 +285,23 @@ class HeyGenEmulator(EmulatorBase):
                     return emulator.tokens.get(auth[7:])
                 return None
 
-            def _fault(self, fault: Fault) -> None:
-                if fault.kind == "unauthorized":
-                    self._send(401, {"code": 400112, "message": "Unauthorized"})
-                elif fault.kind == "rate_limited":
-                    self._send(
+            def refusal(self, kind: str, fault: Fault | None = None) -> Reply:
+                if kind == "unauthorized":
+                    return 401, {"code": 400112, "message": "Unauthorized"}, None
+                if kind == "rate_limited":
+                    retry_after = str(fault.retry_after if fault else 1.0)
+                    return (
                         429,
                         {"code": 400123, "message": "Exceed rate limit"},
-                        {"Retry-After": str(fault.retry_after)},
+                        {"Retry-After": retry_after},
                     )
-                elif fault.kind == "malformed":
-                    self._send_raw(200, b'{"code": 100, "data": {', "application/json")
-                else:
-                    self._send(
-                        fault.status,
-                        fault.body
-                        if fault.body is not None
-                        else {"code": fault.status, "message": "Internal error"},
-                    )
+                assert fault is not None
+                body = fault.body
+                if body is None:
+                    body = {"code": fault.status, "message": "Internal error"}
+                return fault.status, body, None
 
-            def _send(
-                self, status: int, payload: Any, headers: dict[str, str] | None = None
-            ) -> None:
-                self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
-
-            def _send_raw(
-                self,
-                status: int,
-                body: bytes,
-                content_type: str,
-                headers: dict[str, str] | None = None,
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("X-Request-Id", uuid.uuid4().hex)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
+        Handler.emulator = emulator
         return Handler
 
 
@@ -374,7 +311,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8801)
     parser.add_argument("--key", action="append", default=[], help="API key[:trial|enterprise]")
     args = parser.parse_args()
-    keys = dict([*k.split(":", 1), "trial"][:2] for k in args.key) or {"demo-heygen-key": "trial"}
+    keys = parse_keys(args.key, "demo-heygen-key")
     emulator = HeyGenEmulator(keys=keys, host=args.host, port=args.port)
     print(f"HeyGen emulator on {emulator.base_url}, keys: {', '.join(keys)}")  # noqa: T201
     emulator.server.serve_forever()

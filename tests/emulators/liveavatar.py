@@ -66,9 +66,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
-from tests.emulators.base import EmulatorBase, Fault
+from tests.emulators.base import EmulatorBase, EmulatorHandler, Fault, Reply, parse_keys
 
 TRIAL_CAP, ENTERPRISE_CAP = 3, 100
 TRIAL_MAX_DURATION, ENTERPRISE_MAX_DURATION = 600, 3600
@@ -411,108 +411,38 @@ class LiveAvatarEmulator(EmulatorBase):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         emulator = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes; with Nagle on, each answer waits ~40 ms
-            # for the client's delayed ACK.
-            disable_nagle_algorithm = True
+        class Handler(EmulatorHandler):
+            def operation(self, path: str) -> str:
+                return path.removeprefix("/v1/").rstrip("/")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self._dispatch()
-
-            def do_POST(self) -> None:
-                self._dispatch()
-
-            def _dispatch(self) -> None:
-                parts = urlsplit(self.path)
-                operation = parts.path.removeprefix("/v1/").rstrip("/")
-                query = parse_qs(parts.query)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else {}
-                except ValueError:
-                    body = None
+            def bad_body(self, body: Any) -> Reply | None:
                 if not isinstance(body, dict):
-                    self._send(422, {"detail": [{"loc": ["body"], "msg": "JSON object expected"}]})
-                    return
-                record = {
-                    "operation": operation,
-                    "method": self.command,
-                    "path": parts.path,
-                    "query": {k: v[0] for k, v in query.items()},
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                    "json": body,
-                }
-                with emulator.lock:
-                    emulator.requests.append(record)
-                    fault = emulator.take_fault(operation)
-                    caller = self._caller()
-                if fault and fault.kind == "hang":
-                    emulator.release.wait(fault.seconds)
-                if fault and fault.kind in {"status", "unauthorized", "rate_limited", "malformed"}:
-                    self._fault(fault)
-                    return
-                if caller is None:
-                    self._send(*_error(401, ERR_UNAUTHORIZED, "Invalid API key or session token"))
-                    return
-                status, payload = emulator.handle(operation, caller, body, query)
-                if fault and fault.kind == "lost":
-                    self.close_connection = True
-                    self.connection.shutdown(2)  # the call took effect; the answer is lost
-                    return
-                self._send(status, payload)
+                    detail = [{"loc": ["body"], "msg": "JSON object expected"}]
+                    return 422, {"detail": detail}, None
+                return None
 
-            def _caller(self) -> Caller | None:
+            def caller(self) -> Caller | None:
                 auth = self.headers.get("Authorization", "")
                 bearer = auth[7:] if auth.startswith("Bearer ") else None
                 return emulator.caller(self.headers.get("X-API-KEY"), bearer)
 
-            def _fault(self, fault: Fault) -> None:
-                if fault.kind == "unauthorized":
-                    self._send(*_error(401, ERR_UNAUTHORIZED, "Invalid API key"))
-                elif fault.kind == "rate_limited":
-                    self._send(
+            def refusal(self, kind: str, fault: Fault | None = None) -> Reply:
+                if kind == "unauthorized":
+                    message = "Invalid API key" if fault else "Invalid API key or session token"
+                    return (*_error(401, ERR_UNAUTHORIZED, message), None)
+                if kind == "rate_limited":
+                    retry_after = str(fault.retry_after if fault else 1.0)
+                    return (
                         *_error(429, ERR_RATE_LIMITED, "Rate limit exceeded"),
-                        {"Retry-After": str(fault.retry_after)},
+                        {"Retry-After": retry_after},
                     )
-                elif fault.kind == "malformed":
-                    self._send_raw(200, b'{"code": 100, "data": {', "application/json")
-                else:
-                    self._send(
-                        fault.status,
-                        fault.body
-                        if fault.body is not None
-                        else {"code": fault.status, "data": None, "message": "Internal error"},
-                    )
+                assert fault is not None
+                body = fault.body
+                if body is None:
+                    body = {"code": fault.status, "data": None, "message": "Internal error"}
+                return fault.status, body, None
 
-            def _send(
-                self, status: int, payload: Any, headers: dict[str, str] | None = None
-            ) -> None:
-                if isinstance(payload, str):  # a raw body given to a ``status`` fault
-                    self._send_raw(status, payload.encode(), "text/html", headers)
-                    return
-                self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
-
-            def _send_raw(
-                self,
-                status: int,
-                body: bytes,
-                content_type: str,
-                headers: dict[str, str] | None = None,
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("X-Request-Id", uuid.uuid4().hex)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
+        Handler.emulator = emulator
         return Handler
 
 
@@ -523,9 +453,7 @@ def main() -> None:
     parser.add_argument("--key", action="append", default=[], help="API key[:trial|enterprise]")
     parser.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_TIMEOUT)
     args = parser.parse_args()
-    keys = dict([*k.split(":", 1), "trial"][:2] for k in args.key) or {
-        "demo-liveavatar-key": "trial"
-    }
+    keys = parse_keys(args.key, "demo-liveavatar-key")
     emulator = LiveAvatarEmulator(
         keys=keys, host=args.host, port=args.port, idle_timeout=args.idle_timeout
     )
