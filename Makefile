@@ -47,7 +47,7 @@ install-tts: $(VENV)/.tts
 
 # daphne serves HTTP and WebSocket; one Celery worker with embedded beat does the background
 # work (document ingestion, and the reaper once it exists). Ctrl-C stops both.
-run: $(VENV)/.runtime .env
+run: $(VENV)/.runtime $(VENV)/.tts .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --base-url http://$(HOST):$(PORT)
 	@trap 'kill 0' INT TERM EXIT; \

@@ -135,5 +135,7 @@ class Avatar(OrgOwnedModel):
             if getattr(self, f"{name}_id")
             and getattr(self, name).organisation_id != self.organisation_id
         }
+        if self.provider == Provider.LOCAL and self.chat_mode == ChatMode.PROVIDER:
+            foreign["chat_mode"] = "The local avatar has no language model: use 'systimz'."
         if foreign:
             raise ValidationError(foreign)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
+from django.db.models import F
 from django.utils import timezone
 
 from avatars.models import Avatar, ChatMode, Provider
@@ -267,3 +268,35 @@ def session_control(
         except perrors.ProviderError as exc:
             raise to_api_error(exc, action.replace("_", " ")) from exc
     _touch(session)
+
+
+def session_retry_stop(*, session: AvatarSession, factory: ProviderFactory = provider_for) -> bool:
+    """Try again to stop, at the provider, a closed session whose stop did not land
+    (``stop_pending``). True once it has landed (now or before). The reaper calls this until
+    it does; the row was closed already, so usage is never counted twice."""
+    if not session.stop_pending:
+        return True
+    claimed = (
+        type(session)
+        .objects.filter(pk=session.pk, stop_pending=True, stop_attempts=session.stop_attempts)
+        .update(stop_attempts=F("stop_attempts") + 1)
+    )
+    if not claimed:  # another retrier got there first
+        session.refresh_from_db()
+        return not session.stop_pending
+    session.refresh_from_db()
+    with closing(factory(session)) as provider:
+        try:
+            provider.stop(session.provider_session_id)
+        except perrors.ProviderError as exc:
+            log.warning(
+                "session.stop_retry_failed session=%s attempt=%s error=%s",
+                session.pk,
+                session.stop_attempts,
+                type(exc).__name__,
+            )
+            return False
+    type(session).objects.filter(pk=session.pk).update(stop_pending=False, failure="")
+    session.refresh_from_db()
+    log.info("session.stop_landed session=%s attempts=%s", session.pk, session.stop_attempts)
+    return True

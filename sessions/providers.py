@@ -31,4 +31,12 @@ def provider_for(session: AvatarSession) -> AvatarProvider:
         return LiveAvatar(
             api_key=session.credential.reveal_api_key(), base_url=settings.LIVEAVATAR_API_BASE
         )
+    if session.provider == Provider.LOCAL:
+        from avatars.providers.base import Voice
+        from avatars.providers.local import LocalAvatar
+        from sessions.local_media import local_engine
+
+        media = session.media or {}
+        voice = Voice(media.get("voice", ""), media.get("rate", 1.0), media.get("emotion"))
+        return LocalAvatar(local_engine(), voice=voice if media else None)
     raise errors.Conflict(f"Sessions on the {session.provider} provider are not available yet.")

@@ -110,11 +110,22 @@ def transition(
     return updated == 1
 
 
-def append_event(session: AvatarSession, type_: str, payload: dict[str, Any]) -> SessionEvent:
+def append_event(
+    session: AvatarSession,
+    type_: str,
+    payload: dict[str, Any],
+    *,
+    only_if: Iterable[str] | None = None,
+) -> SessionEvent | None:
     """Append an event with the session's next ``seq``, allocated under the row's lock in the
-    caller's transaction (or a new one)."""
+    caller's transaction (or a new one). With ``only_if``, the event is appended only while
+    the session's status is one of those (checked under the same lock), else None."""
     with transaction.atomic():
-        row = AvatarSession.objects.select_for_update().only("next_seq").get(pk=session.pk)
+        row = (
+            AvatarSession.objects.select_for_update().only("next_seq", "status").get(pk=session.pk)
+        )
+        if only_if is not None and row.status not in set(only_if):
+            return None
         event = SessionEvent.objects.create(
             organisation_id=session.organisation_id,
             session_id=session.pk,

@@ -130,6 +130,12 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+    # Tests run on a file, not in memory: background threads (the local avatar's speakers)
+    # write from their own connections, which SQLite's shared in-memory cache would refuse.
+    # One file per test process, so two runs on one checkout do not share it.
+    DATABASES["default"].setdefault("TEST", {}).setdefault(
+        "NAME", str(LOCAL_DIR / f"test-db-{os.getpid()}.sqlite3")
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_redis_url("REDIS_URL")
@@ -246,6 +252,11 @@ LLM_HTTP_ALLOWED_HOSTS = env_list(
 # HeyGen's knowledge prompt ("knowledge_base") has no documented limit: we keep it well short.
 PROVIDER_KNOWLEDGE_MAX_CHARS = env_int(
     "PROVIDER_KNOWLEDGE_MAX_CHARS", 10_000, minimum=500, maximum=100_000
+)
+# A player token (a session's WebSocket and local audio) is honoured this long after it is issued;
+# longer than any session may last.
+PLAYER_TOKEN_MAX_AGE_SECONDS = env_int(
+    "PLAYER_TOKEN_MAX_AGE_SECONDS", 6 * 3600, minimum=600, maximum=7 * 24 * 3600
 )
 
 # --- Security -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from avatars.models import Avatar, Provider, VoicePreset
+from avatars.models import Avatar, ChatMode, Provider, VoicePreset
 from avatars.origins import normalise_origin
 from knowledge.models import KnowledgeBase
 from systimz.api.serializers import OrgRelatedField, OrgUniqueFieldsMixin
@@ -47,6 +47,8 @@ class AvatarSerializer(OrgUniqueFieldsMixin, serializers.ModelSerializer):
             "provider_avatar_id",
             "voice_preset",
             "knowledge_base",
+            "chat_mode",
+            "provider_knowledge_id",
             "quality",
             "language",
             "published",
@@ -68,5 +70,10 @@ class AvatarSerializer(OrgUniqueFieldsMixin, serializers.ModelSerializer):
         if provider != Provider.LOCAL and not avatar_id:
             raise serializers.ValidationError(
                 {"provider_avatar_id": [f"Required for the {provider} provider."]}
+            )
+        chat_mode = attrs.get("chat_mode", getattr(self.instance, "chat_mode", ChatMode.SYSTIMZ))
+        if provider == Provider.LOCAL and chat_mode == ChatMode.PROVIDER:
+            raise serializers.ValidationError(
+                {"chat_mode": ["The local avatar has no language model: use 'systimz'."]}
             )
         return attrs

@@ -2,18 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core import signing
 from rest_framework import serializers
 
 from avatars.models import Quality
 from sessions.models import AvatarSession, SessionEvent
-
-PLAYER_SIGNING_NAMESPACE = "systimz.player"
-
-
-def player_token(session: AvatarSession) -> str:
-    """A token signed by the server and bound to one session, for the player's WebSocket."""
-    return signing.dumps({"s": str(session.pk)}, salt=PLAYER_SIGNING_NAMESPACE, compress=True)
+from sessions.player import player_token
 
 
 class SessionCreateSerializer(serializers.Serializer):
@@ -49,6 +42,7 @@ class EventSerializer(serializers.ModelSerializer):
 class SessionSerializer(serializers.ModelSerializer):
     avatar = serializers.CharField(source="avatar_slug")
     player = serializers.SerializerMethodField()
+    media = serializers.SerializerMethodField()
 
     class Meta:
         model = AvatarSession
@@ -72,6 +66,14 @@ class SessionSerializer(serializers.ModelSerializer):
     def get_player(self, session: AvatarSession) -> dict[str, str]:
         return {"websocket_url": f"/ws/sessions/{session.pk}/", "token": player_token(session)}
 
+    def get_media(self, session: AvatarSession) -> dict[str, Any]:
+        """What the browser connects to: the provider's media room, or, for the local avatar,
+        where it fetches each task's audio (``<audio_url><task_id>/<n>.wav?token=``)."""
+        media = dict(session.media)
+        if media.get("kind") == "local":
+            media["audio_url"] = f"/media/local/{session.pk}/"
+        return media
+
 
 class SessionDetailSerializer(SessionSerializer):
     transcript = serializers.SerializerMethodField()
@@ -81,6 +83,12 @@ class SessionDetailSerializer(SessionSerializer):
         read_only_fields = fields
 
     def get_transcript(self, session: AvatarSession) -> list[dict[str, Any]]:
+        """Who said what and when; the avatar's lines with their task id and, once the avatar
+        has finished saying them, how long that took (``duration_ms``)."""
+        durations = {
+            e.payload.get("task_id"): e.payload.get("duration_ms")
+            for e in session.events.filter(type="avatar_stop_talking")
+        }
         lines: list[dict[str, Any]] = []
         for event in session.events.filter(type="task").order_by("seq"):
             payload, at = event.payload, event.created_at.isoformat()
@@ -91,6 +99,7 @@ class SessionDetailSerializer(SessionSerializer):
                 "text": payload.get("text", ""),
                 "mode": payload.get("mode"),
                 "task_id": payload.get("task_id"),
+                "duration_ms": durations.get(payload.get("task_id")),
                 "at": at,
             }
             if "citations" in payload:

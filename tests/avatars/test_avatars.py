@@ -139,3 +139,20 @@ def test_avatar_list_query_count_does_not_grow(tenant, django_assert_max_num_que
         factories.AvatarFactory(organisation=tenant.org, voice_preset=voice)
     with django_assert_max_num_queries(4):
         assert tenant.client.get(URL).status_code == 200
+
+
+def test_a_local_avatar_cannot_chat_with_a_provider_model(tenant):
+    response = tenant.client.post(
+        "/api/v1/avatars/",
+        {"slug": "home", "name": "Home", "provider": "local", "chat_mode": "provider"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "chat_mode" in response.json()["error"]["fields"]
+    ok = tenant.client.post(
+        "/api/v1/avatars/",
+        {"slug": "home", "name": "Home", "provider": "local", "chat_mode": "systimz"},
+        format="json",
+    )
+    assert ok.status_code == 201
+    assert ok.json()["chat_mode"] == "systimz"

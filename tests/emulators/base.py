@@ -78,6 +78,11 @@ class EmulatorBase:
                 Fault(kind, **options) for _ in range(times)
             )
 
+    def clear_faults(self) -> None:
+        """The service recovers: drop every queued fault."""
+        with self.lock:
+            self.faults.clear()
+
     def take_fault(self, operation: str) -> Fault | None:
         """The fault queued for this call of ``operation``, if any (call under ``lock``)."""
         queue = self.faults.get(operation) or []

@@ -157,6 +157,30 @@ def test_a_stop_that_keeps_failing_is_left_for_the_reaper(tenant, heygen, heygen
     assert (session.status, session.stop_pending) == ("closed", True)
 
 
+def test_a_stop_that_fails_then_succeeds_lands_once(tenant, heygen, heygen_avatar):
+    from sessions.lifecycle import session_retry_stop
+
+    session_id = _start(tenant).json()["id"]
+    heygen.fail_next(
+        "streaming.stop", "status", status=503, times=10
+    )  # beyond the client's retries
+    assert tenant.client.post(f"/api/v1/sessions/{session_id}/stop").status_code == 200
+    session = AvatarSession.objects.get(pk=session_id)
+    assert (session.status, session.stop_pending) == ("closed", True)
+    assert len(heygen.active()) == 1  # still running at the provider: not forgotten
+
+    heygen.clear_faults()
+    assert session_retry_stop(session=session) is True
+    session.refresh_from_db()
+    assert (session.status, session.stop_pending, session.close_reason) == ("closed", False, "user")
+    assert heygen.active() == []
+    stops_seen = len(heygen.received("streaming.stop"))
+    assert session_retry_stop(session=session) is True  # landed: nothing more is sent
+    assert len(heygen.received("streaming.stop")) == stops_seen
+    closes = session.events.filter(type="session_state", payload__status="closed").count()
+    assert closes == 1
+
+
 def test_an_unknown_avatar_is_a_field_error(tenant):
     response = tenant.client.post("/api/v1/sessions/", {"avatar": "ghost"}, format="json")
     assert response.status_code == 400
@@ -301,10 +325,15 @@ def test_a_create_whose_answer_was_lost_is_stopped_by_reconciliation(tenant, hey
     ]
 
 
-def test_a_provider_that_cannot_serve_holds_no_slot(tenant):
-    factories.AvatarFactory(organisation=tenant.org, slug="home")  # local: not served yet
+def test_a_provider_that_cannot_serve_holds_no_slot(tenant, monkeypatch):
+    from avatars.providers import local_tts
+
+    monkeypatch.setattr(local_tts, "is_available", lambda: False)  # speech engine not installed
+    factories.AvatarFactory(organisation=tenant.org, slug="home")  # local
     for _ in range(4):
         response = tenant.client.post("/api/v1/sessions/", {"avatar": "home"}, format="json")
-        assert response.status_code == 409
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "provider_unavailable"
+        assert "requirements-tts.txt" in response.json()["error"]["message"]
     assert not AvatarSession.objects.filter(status__in=["starting", "active", "stopping"]).exists()
     assert AvatarSession.objects.filter(status="closed", close_reason="error").count() == 4
