@@ -5,13 +5,23 @@ never read settings or the database."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 
 from avatars.models import Provider
 from avatars.providers.base import AvatarProvider
 from avatars.providers.heygen import HeyGenInteractive
+from avatars.providers.http import timeouts
 from sessions.models import AvatarSession
 from systimz import errors
+
+
+def _timeouts() -> Any:
+    return timeouts(
+        connect=settings.PROVIDER_CONNECT_TIMEOUT_SECONDS,
+        read=settings.PROVIDER_READ_TIMEOUT_SECONDS,
+    )
 
 
 def provider_for(session: AvatarSession) -> AvatarProvider:
@@ -21,7 +31,9 @@ def provider_for(session: AvatarSession) -> AvatarProvider:
         if session.credential is None:
             raise errors.Conflict("The session's HeyGen credential no longer exists.")
         return HeyGenInteractive(
-            api_key=session.credential.reveal_api_key(), base_url=settings.HEYGEN_API_BASE
+            api_key=session.credential.reveal_api_key(),
+            base_url=settings.HEYGEN_API_BASE,
+            timeout=_timeouts(),
         )
     if session.provider == Provider.LIVEAVATAR:
         from avatars.providers.liveavatar import LiveAvatar
@@ -29,7 +41,9 @@ def provider_for(session: AvatarSession) -> AvatarProvider:
         if session.credential is None:
             raise errors.Conflict("The session's LiveAvatar credential no longer exists.")
         return LiveAvatar(
-            api_key=session.credential.reveal_api_key(), base_url=settings.LIVEAVATAR_API_BASE
+            api_key=session.credential.reveal_api_key(),
+            base_url=settings.LIVEAVATAR_API_BASE,
+            timeout=_timeouts(),
         )
     if session.provider == Provider.LOCAL:
         from avatars.providers.base import Voice

@@ -69,6 +69,26 @@ def env_int(
     return number
 
 
+def env_float(
+    name: str,
+    default: float,
+    *,
+    minimum: float,
+    maximum: float,
+    environ_: Mapping[str, str] | None = None,
+) -> float:
+    value = _raw(name, environ_)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise EnvError(name, f"expected a number, got {value!r}") from None
+    if not minimum <= number <= maximum:  # also refuses nan
+        raise EnvError(name, f"expected a number from {minimum} to {maximum}, got {number}")
+    return number
+
+
 def env_str(name: str, default: str = "", environ_: Mapping[str, str] | None = None) -> str:
     value = _raw(name, environ_)
     return default if value is None else value

@@ -20,6 +20,7 @@ from systimz.env import (
     env_bool,
     env_database,
     env_fernet_keys,
+    env_float,
     env_http_url,
     env_int,
     env_list,
@@ -253,6 +254,16 @@ LLM_HTTP_ALLOWED_HOSTS = env_list(
 PROVIDER_KNOWLEDGE_MAX_CHARS = env_int(
     "PROVIDER_KNOWLEDGE_MAX_CHARS", 10_000, minimum=500, maximum=100_000
 )
+# Provider HTTP: a call that cannot connect, or waits this long for an answer, is a timeout
+# (503 provider_unavailable; a create that may have arrived is never resent, see
+# avatars/providers/http.py).
+PROVIDER_CONNECT_TIMEOUT_SECONDS = env_float(
+    "PROVIDER_CONNECT_TIMEOUT_SECONDS", 3.0, minimum=0.05, maximum=60.0
+)
+PROVIDER_READ_TIMEOUT_SECONDS = env_float(
+    "PROVIDER_READ_TIMEOUT_SECONDS", 10.0, minimum=0.05, maximum=120.0
+)
+
 # A player token (a session's WebSocket and local audio) is honoured this long after it is issued;
 # longer than any session may last.
 PLAYER_TOKEN_MAX_AGE_SECONDS = env_int(

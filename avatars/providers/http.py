@@ -51,7 +51,13 @@ class RetryPolicy:
 
 
 def default_timeout() -> httpx.Timeout:
-    return httpx.Timeout(connect=3.0, read=10.0, write=10.0, pool=3.0)
+    return timeouts(connect=3.0, read=10.0)
+
+
+def timeouts(*, connect: float, read: float) -> httpx.Timeout:
+    """Connect (and wait for a pooled connection) within ``connect``; each read and write
+    within ``read`` seconds."""
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

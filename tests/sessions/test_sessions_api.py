@@ -148,6 +148,23 @@ def test_a_start_that_fails_after_create_stops_the_provider_session(tenant, heyg
     assert (session.status, session.stop_pending) == ("closed", False)
 
 
+def test_a_start_that_times_out_after_create_stops_the_provider_session(
+    tenant, heygen, heygen_avatar, settings
+):
+    settings.PROVIDER_READ_TIMEOUT_SECONDS = 0.3
+    heygen.fail_next("streaming.start", "hang", seconds=3.0, times=3)  # every attempt times out
+    response = _start(tenant)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "provider_unavailable"
+    assert heygen.active() == []  # created, then stopped
+    session = AvatarSession.objects.get()
+    assert (session.status, session.close_reason, session.stop_pending) == (
+        "closed",
+        "error",
+        False,
+    )
+
+
 def test_a_stop_that_keeps_failing_is_left_for_the_reaper(tenant, heygen, heygen_avatar, settings):
     session_id = _start(tenant).json()["id"]
     heygen.fail_next("streaming.stop", "status", status=500, times=10)
