@@ -229,6 +229,9 @@ def session_speak(
                 "This avatar has no knowledge base to chat from.",
                 fields={"mode": ["No knowledge base."]},
             )
+        # What the person said, in the record and on every player, before the answer.
+        append_event(session, "user_talking_message", {"message": text, "source": "text"})
+        append_event(session, "user_end_message", {})
         answer = knowledge_ask(
             kb=kb, question=text, history=_history(session), session_id=session.pk, source="session"
         )

@@ -64,6 +64,14 @@ class AvatarSession(OrgOwnedModel):
         default=False, help_text="The provider stop has not landed yet; it is being retried."
     )
     stop_attempts = models.PositiveIntegerField(default=0)
+    listeners = models.PositiveIntegerField(
+        default=0, help_text="Players connected to the session's relay now."
+    )
+    disconnected_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its last player went away; the reaper stops it after the grace period.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,5 +1,9 @@
-"""WebSocket routes. The session relay arrives with the real-time work."""
+"""WebSocket routes: the player's relay (``sessions.consumers``)."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from sessions.consumers import SessionConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/sessions/<uuid:session_id>/", SessionConsumer.as_asgi()),
+]

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F
 
 from avatars.models import Avatar, Provider
+from sessions.events import publish_after_commit
 from sessions.models import LIVE_STATUSES, AvatarSession, SessionEvent
 from systimz import errors
 from systimz.orgs.limits import TRIAL
@@ -134,6 +135,7 @@ def append_event(
             payload=payload,
         )
         AvatarSession.objects.filter(pk=session.pk).update(next_seq=F("next_seq") + 1)
+        publish_after_commit(event)
     return event
 
 

@@ -208,7 +208,13 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["systimz.api.throttling.ApiKeyRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"api_key": env_rate("API_RATE_LIMIT", "1200/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "api_key": env_rate("API_RATE_LIMIT", "1200/minute"),
+        "talk_client": env_rate("TALK_CLIENT_RATE_LIMIT", "10/minute"),
+        "talk_organisation": env_rate("TALK_ORGANISATION_RATE_LIMIT", "600/minute"),
+    },
+    # Proxies in front of daphne whose X-Forwarded-For is trusted for client addresses.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0, maximum=5),
     "EXCEPTION_HANDLER": "systimz.api.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -263,6 +269,16 @@ PROVIDER_CONNECT_TIMEOUT_SECONDS = env_float(
 PROVIDER_READ_TIMEOUT_SECONDS = env_float(
     "PROVIDER_READ_TIMEOUT_SECONDS", 10.0, minimum=0.05, maximum=120.0
 )
+
+# Where this site is reached from the internet (https://avatars.example.com): the embed snippet
+# shown in the admin points there. Empty: the snippet shows a path only.
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "")
+# Origins (besides the site's own and each avatar's allowed_origins) whose pages may open any
+# session's relay: a separate front-end host of the operator's, for example.
+PLAYER_EXTRA_ORIGINS = env_list("PLAYER_EXTRA_ORIGINS", [])
+# A page whose player went away (a closed tab) has this long to come back before its session
+# is stopped with reason "disconnected".
+DISCONNECT_GRACE_SECONDS = env_int("DISCONNECT_GRACE_SECONDS", 30, minimum=5, maximum=3600)
 
 # A player token (a session's WebSocket and local audio) is honoured this long after it is issued;
 # longer than any session may last.

@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from avatars.models import Quality
-from sessions.models import AvatarSession, SessionEvent
+from sessions.models import AvatarSession
 from sessions.player import player_token
 
 
@@ -20,23 +20,14 @@ class SpeakSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=["repeat", "chat"], default="repeat")
 
 
-class EventSerializer(serializers.ModelSerializer):
+class EventSerializer(serializers.Serializer):
+    """A server message (``sessions.events.event_message``): these fields and the type's own
+    (``status``/``reason``, ``task_id``, ``message``, ``duration_ms``, ``code``...)."""
+
+    type = serializers.CharField()
     session_id = serializers.UUIDField()
-    at = serializers.DateTimeField(source="created_at")
-
-    class Meta:
-        model = SessionEvent
-        fields = ["session_id", "seq", "type", "at", "payload"]
-
-    def to_representation(self, instance: SessionEvent) -> dict[str, Any]:
-        body = super().to_representation(instance)
-        return {
-            "type": body["type"],
-            "session_id": body["session_id"],
-            "seq": body["seq"],
-            "at": body["at"],
-            **instance.payload,
-        }
+    seq = serializers.IntegerField()
+    at = serializers.CharField(help_text="ISO 8601 UTC with milliseconds")
 
 
 class SessionSerializer(serializers.ModelSerializer):

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from avatars.models import Avatar
-from sessions import lifecycle
+from sessions import lifecycle, relay
 from sessions.api import serializers
 from sessions.models import LIVE_STATUSES, AvatarSession
 from systimz import errors
@@ -104,5 +104,5 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScoped
             raise errors.InvalidInput(
                 "after must be a number.", fields={"after": ["A number."]}
             ) from None
-        events = session.events.filter(seq__gt=after).order_by("seq")[:1000]
-        return Response([serializers.EventSerializer(e).data for e in events])
+        messages, _ = relay.events_after(str(session.pk), after)
+        return Response(messages)

@@ -20,3 +20,23 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         else:
             ident = self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class TalkClientThrottle(SimpleRateThrottle):
+    """Session starts from the public talk page, per client address (``NUM_PROXIES`` says how
+    many proxies' ``X-Forwarded-For`` entries to trust)."""
+
+    scope = "talk_client"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class TalkOrganisationThrottle(SimpleRateThrottle):
+    """Session starts from the public talk pages, per organisation."""
+
+    scope = "talk_organisation"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        org = view.kwargs.get("org_slug", "")
+        return self.cache_format % {"scope": self.scope, "ident": org}

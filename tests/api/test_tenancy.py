@@ -49,7 +49,11 @@ OBJECT_ROUTE_CASES: dict[str, Case] = {
         "pk": Document.objects.for_org(org).first().pk,
     },
 }
-WEBSOCKET_ROUTE_CASES: dict[str, Case] = {}
+WEBSOCKET_ROUTE_CASES: dict[str, Case] = {
+    "ws/sessions/<uuid:session_id>/": lambda org: {
+        "session_id": AvatarSession.objects.for_org(org).first().pk
+    },
+}
 
 ORG_MODELS = (
     ApiKey,
@@ -133,3 +137,31 @@ def test_lists_show_only_the_callers_objects(tenant, outsider, route):
     for model in ORG_MODELS:
         for pk in model.objects.for_org(outsider.org).values_list("pk", flat=True):
             assert str(pk) not in text
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("pattern", sorted(WEBSOCKET_ROUTE_CASES))
+def test_another_organisations_socket_refuses_our_token(tenant, outsider, pattern):
+    """A player token is for its own session: on another organisation's session it is 4401."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import channel_layers
+    from channels.testing import WebsocketCommunicator
+
+    from sessions.player import player_token
+    from sessions.services import session_admit
+    from systimz.asgi import application
+    from tests import factories
+
+    channel_layers.backends.clear()
+    ours = session_admit(org=tenant.org, avatar=factories.AvatarFactory(organisation=tenant.org))
+    foreign = WEBSOCKET_ROUTE_CASES[pattern](outsider.org)
+    path = "/" + pattern.replace("<uuid:session_id>", str(foreign["session_id"]))
+
+    async def connect() -> int | None:
+        communicator = WebsocketCommunicator(application, f"{path}?token={player_token(ours)}")
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected
+        output = await communicator.receive_output(timeout=10)
+        return output.get("code")
+
+    assert async_to_sync(connect)() == 4401
