@@ -10,9 +10,11 @@ line or an exception message.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +50,13 @@ class RetryPolicy:
             return retry_after
         base = min(self.initial_delay * 2**attempt, self.max_delay)
         return base * (1 - 0.25 * random.random())  # noqa: S311 - jitter, not cryptography
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: building one (reading the CA bundle) costs ~20 ms, and a
+    client is made per provider call (bench/sessions.py). SSLContext is safe to share."""
+    return httpx.create_ssl_context()
 
 
 def default_timeout() -> httpx.Timeout:
@@ -98,6 +107,7 @@ class ProviderHttp:
             timeout=timeout or default_timeout(),
             follow_redirects=False,
             transport=transport,
+            verify=shared_ssl_context(),
         )
 
     def close(self) -> None:

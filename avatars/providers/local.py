@@ -170,6 +170,8 @@ class LocalSpeechEngine:
             while True:
                 with self._lock:
                     if not speaker.tasks:
+                        # Free the floor before a new speaker can be made for the session.
+                        self.sink.release_floor(speaker.session_id, speaker.owner)
                         del self._speakers[speaker.session_id]
                         speaker.idle.set()
                         return
