@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import closing
+from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -24,10 +26,13 @@ from knowledge.services import knowledge_ask
 from sessions.models import LIVE_STATUSES, AvatarSession, CloseReason, SessionStatus
 from sessions.providers import provider_for
 from sessions.services import append_event, session_admit, session_expiry, transition
+from sessions.usage import usage_record_close
 from systimz import errors
 from systimz.orgs.models import Organisation
+from systimz.webhooks.services import webhook_emit
 
 log = logging.getLogger("systimz.sessions")
+STOP_RETRY_BASE_SECONDS = 10  # then 20, 40, ... up to 10 minutes between attempts
 ProviderFactory = Callable[[AvatarSession], AvatarProvider]
 
 
@@ -128,7 +133,9 @@ def _open_at_provider(
     if not started:  # stopped by someone else while it started: do not leave it running
         _stop_at_provider(session, provider)
         raise errors.Conflict("The session was stopped while it started.")
-    append_event(session, "session_state", {"status": session.status, "reason": None})
+    with transaction.atomic():
+        append_event(session, "session_state", {"status": session.status, "reason": None})
+        webhook_emit(org=org, type_="session.started", data=_session_data(session))
     log.info("session.started session=%s provider=%s", session.pk, session.provider)
     return session
 
@@ -141,24 +148,60 @@ def _stop_at_provider(session: AvatarSession, provider: AvatarProvider) -> bool:
         provider.stop(session.provider_session_id)
     except perrors.ProviderError as exc:
         log.warning("session.stop_failed session=%s error=%s", session.pk, type(exc).__name__)
-        type(session).objects.filter(pk=session.pk).update(stop_pending=True)
+        type(session).objects.filter(pk=session.pk).update(
+            stop_pending=True, next_stop_attempt_at=timezone.now()
+        )
         session.refresh_from_db()
         return False
     return True
 
 
 def _close(session: AvatarSession, reason: str, *, failure: str = "") -> bool:
-    closed = transition(
-        session,
-        from_statuses=LIVE_STATUSES,
-        to_status=SessionStatus.CLOSED,
-        close_reason=reason,
-        failure=failure,
-        ended_at=timezone.now(),
-    )
-    if closed:
+    """Close the row, write its usage (exactly once: the ledger's unique key) and its events
+    and webhooks, all in one transaction; False if another actor closed it first."""
+    with transaction.atomic():
+        closed = transition(
+            session,
+            from_statuses=LIVE_STATUSES,
+            to_status=SessionStatus.CLOSED,
+            close_reason=reason,
+            failure=failure,
+            ended_at=timezone.now(),
+        )
+        if not closed:
+            return False
+        record = usage_record_close(session)
         append_event(session, "session_state", {"status": session.status, "reason": reason})
-    return closed
+        usage = {
+            "session_seconds": record.session_seconds,
+            "billable_minutes": record.billable_minutes,
+            "speaking_seconds": record.speaking_seconds,
+            "tasks": record.tasks,
+        }
+        webhook_emit(
+            org=session.organisation,
+            type_="session.ended",
+            data={**_session_data(session), "reason": reason, "usage": usage},
+        )
+        webhook_emit(
+            org=session.organisation,
+            type_="usage.recorded",
+            data={"session_id": str(session.pk), "avatar": session.avatar_slug, **usage},
+        )
+    log.info("session.closed session=%s reason=%s", session.pk, reason)
+    return True
+
+
+def _session_data(session: AvatarSession) -> dict[str, Any]:
+    return {
+        "session_id": str(session.pk),
+        "avatar": session.avatar_slug,
+        "provider": session.provider,
+        "quality": session.quality,
+        "end_user": session.end_user,
+        "started_at": session.started_at.isoformat() if session.started_at else None,
+        "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+    }
 
 
 def session_stop(
@@ -176,9 +219,28 @@ def session_stop(
         session,
         from_statuses=[SessionStatus.STARTING, SessionStatus.ACTIVE],
         to_status=SessionStatus.STOPPING,
+        close_reason=reason,
     ):
         return session  # another actor is stopping or has stopped it
-    with closing(factory(session)) as provider:
+    return session_finish_stop(session=session, factory=factory)
+
+
+def session_finish_stop(
+    *, session: AvatarSession, factory: ProviderFactory = provider_for
+) -> AvatarSession:
+    """Finish a session in ``stopping`` (its close reason already chosen): stop it at the
+    provider, then close it with its usage. Safe to run twice or after a crash mid-way: the
+    provider stop is idempotent and the close is a compare-and-set."""
+    if session.status != SessionStatus.STOPPING:
+        return session
+    reason = session.close_reason or CloseReason.ERROR
+    try:
+        provider = factory(session)
+    except errors.SystimzError as exc:  # the credential is gone: nothing can stop it now
+        log.error("session.stop_impossible session=%s error=%s", session.pk, exc.message)
+        _close(session, reason, failure=f"not stopped at the provider: {exc.message}")
+        return session
+    with closing(provider):
         stopped = _stop_at_provider(session, provider)
     _close(session, reason, failure="" if stopped else "provider stop pending")
     return session
@@ -297,6 +359,11 @@ def session_retry_stop(*, session: AvatarSession, factory: ProviderFactory = pro
                 session.pk,
                 session.stop_attempts,
                 type(exc).__name__,
+            )
+            delay = min(STOP_RETRY_BASE_SECONDS * 2 ** (session.stop_attempts - 1), 600)
+            type(session).objects.filter(pk=session.pk).update(
+                next_stop_attempt_at=timezone.now() + timedelta(seconds=delay),
+                failure=f"provider stop pending ({session.stop_attempts} attempts)",
             )
             return False
     type(session).objects.filter(pk=session.pk).update(stop_pending=False, failure="")

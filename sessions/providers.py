@@ -15,6 +15,7 @@ from avatars.providers.heygen import HeyGenInteractive
 from avatars.providers.http import timeouts
 from sessions.models import AvatarSession
 from systimz import errors
+from systimz.orgs.models import ProviderCredential
 
 
 def _timeouts() -> Any:
@@ -24,27 +25,28 @@ def _timeouts() -> Any:
     )
 
 
-def provider_for(session: AvatarSession) -> AvatarProvider:
-    """A client for the session's provider and key. Raises Conflict when the credential is
-    gone (deleted since the session started)."""
-    if session.provider == Provider.HEYGEN:
-        if session.credential is None:
-            raise errors.Conflict("The session's HeyGen credential no longer exists.")
+def provider_for_credential(credential: ProviderCredential) -> AvatarProvider:
+    """A client for a remote provider's key (HeyGen or LiveAvatar)."""
+    if credential.provider == Provider.HEYGEN:
         return HeyGenInteractive(
-            api_key=session.credential.reveal_api_key(),
+            api_key=credential.reveal_api_key(),
             base_url=settings.HEYGEN_API_BASE,
             timeout=_timeouts(),
         )
-    if session.provider == Provider.LIVEAVATAR:
+    if credential.provider == Provider.LIVEAVATAR:
         from avatars.providers.liveavatar import LiveAvatar
 
-        if session.credential is None:
-            raise errors.Conflict("The session's LiveAvatar credential no longer exists.")
         return LiveAvatar(
-            api_key=session.credential.reveal_api_key(),
+            api_key=credential.reveal_api_key(),
             base_url=settings.LIVEAVATAR_API_BASE,
             timeout=_timeouts(),
         )
+    raise errors.Conflict(f"No client for {credential.provider} credentials.")
+
+
+def provider_for(session: AvatarSession) -> AvatarProvider:
+    """A client for the session's provider and key. Raises Conflict when the credential is
+    gone (deleted since the session started)."""
     if session.provider == Provider.LOCAL:
         from avatars.providers.base import Voice
         from avatars.providers.local import LocalAvatar
@@ -53,4 +55,8 @@ def provider_for(session: AvatarSession) -> AvatarProvider:
         media = session.media or {}
         voice = Voice(media.get("voice", ""), media.get("rate", 1.0), media.get("emotion"))
         return LocalAvatar(local_engine(), voice=voice if media else None)
-    raise errors.Conflict(f"Sessions on the {session.provider} provider are not available yet.")
+    if session.provider in (Provider.HEYGEN, Provider.LIVEAVATAR):
+        if session.credential is None:
+            raise errors.Conflict(f"The session's {session.provider} credential no longer exists.")
+        return provider_for_credential(session.credential)
+    raise errors.Conflict(f"Sessions on the {session.provider} provider are not available.")

@@ -16,10 +16,12 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from avatars.models import Avatar, Provider
 from sessions.events import publish_after_commit
 from sessions.models import LIVE_STATUSES, AvatarSession, SessionEvent
+from sessions.usage import budget_left
 from systimz import errors
 from systimz.orgs.limits import TRIAL
 from systimz.orgs.models import Organisation, Plan, ProviderCredential
@@ -77,8 +79,17 @@ def session_admit(
                 f"The {avatar.provider} key is a trial key: {key_cap} session(s) at once.",
                 retry_after=CONCURRENCY_RETRY_AFTER_SECONDS,
             )
+        left = budget_left(org=locked)
+        if left is not None and left <= 0:
+            raise errors.QuotaExceeded(
+                f"The organisation has used its {locked.limits.monthly_minutes} minutes this "
+                "month.",
+                retry_after=seconds_to_next_month(),
+            )
         session = AvatarSession.objects.create(
             organisation=locked,
+            idle_timeout_seconds=locked.limits.idle_timeout_seconds,
+            state_changed_at=timezone.now(),
             avatar=avatar,
             avatar_slug=avatar.slug,
             provider=avatar.provider,
@@ -94,6 +105,13 @@ def session_admit(
     return session
 
 
+def seconds_to_next_month() -> int:
+    now = timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (start + timedelta(days=32)).replace(day=1)
+    return max(int((following - now).total_seconds()), 1)
+
+
 def transition(
     session: AvatarSession,
     *,
@@ -106,7 +124,12 @@ def transition(
     actor got there first (then nothing was written). Refreshes ``session`` either way."""
     updated = AvatarSession.objects.filter(
         pk=session.pk, status__in=list(from_statuses), version=session.version
-    ).update(status=to_status, version=F("version") + 1, **fields)
+    ).update(
+        status=to_status,
+        version=F("version") + 1,
+        state_changed_at=timezone.now(),
+        **fields,
+    )
     session.refresh_from_db()
     return updated == 1
 

@@ -13,6 +13,7 @@ _PATTERNS = [
     (re.compile(r"(?i)(x-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1[redacted]"),
     (re.compile(r"(?i)(api_key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1[redacted]"),
     (re.compile(r"(?i)([?&]token=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9_\-]{8,}"), "whsec_[redacted]"),
 ]
 
 

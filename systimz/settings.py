@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "systimz.orgs",
+    "systimz.webhooks",
     "avatars",
     "sessions.apps.AvatarSessionsConfig",
     "knowledge",
@@ -170,13 +171,14 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
 else:
     # Embedded broker: kombu's filesystem transport needs no server, so `make run` works anywhere.
-    for _sub in ("queue", "processed", "results"):
+    for _sub in ("queue", "processed", "results", "control"):
         (_celery_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_celery_dir / "queue"),
         "data_folder_out": str(_celery_dir / "queue"),
         "processed_folder": str(_celery_dir / "processed"),
+        "control_folder": str(_celery_dir / "control"),  # broadcast (pidbox) exchanges
         "store_processed": False,
         "polling_interval": 0.1,
     }
@@ -188,6 +190,39 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Beat's static schedule. Each entry expires before the next is due, so a stalled worker never
+# faces a backlog of ticks; the tasks are safe to run twice.
+REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 5, minimum=1, maximum=300)
+RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 60, minimum=10, maximum=3600)
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "sessions-reap": {
+        "task": "sessions.reap",
+        "schedule": float(REAPER_INTERVAL_SECONDS),
+        "options": {"expires": max(REAPER_INTERVAL_SECONDS - 0.5, 0.5)},
+    },
+    "sessions-reconcile": {
+        "task": "sessions.reconcile",
+        "schedule": float(RECONCILE_INTERVAL_SECONDS),
+        "options": {"expires": RECONCILE_INTERVAL_SECONDS * 0.9},
+    },
+}
+
+# --- Webhooks ---
+# An endpoint must be https, except on these hosts (a local receiver in development).
+WEBHOOK_HTTP_ALLOWED_HOSTS = env_list(
+    "WEBHOOK_HTTP_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "::1"] if DEBUG else []
+)
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = 3.0
+WEBHOOK_READ_TIMEOUT_SECONDS = 10.0
+# The wait after failed attempt n before attempt n + 1 (jittered ±20 %); one attempt more than
+# delays, so 10 attempts over about 16 hours before a delivery is marked failed.
+WEBHOOK_RETRY_DELAYS_SECONDS = [10, 30, 120, 600, 1800, 3600, 7200, 14400, 28800]
+# The outbox sweep: enqueues due deliveries whose task was lost or never sent.
+CELERY_BEAT_SCHEDULE["webhooks-retry-due"] = {
+    "task": "webhooks.retry_due",
+    "schedule": 30.0,
+    "options": {"expires": 25},
+}
 
 # --- API ------------------------------------------------------------------------------------
 

@@ -53,6 +53,9 @@ def outsider(db: None) -> Tenant:
     factories.AvatarFactory(organisation=other.org, voice_preset=voice, knowledge_base=kb)
     factories.ProviderCredentialFactory(organisation=other.org)
     factories.LLMEndpointFactory(organisation=other.org)
+    from systimz.webhooks.services import webhook_create
+
+    webhook_create(org=other.org, url="https://hooks.outsider.example/in", events=["session.ended"])
     from sessions.services import session_admit
 
     session_admit(org=other.org, avatar=factories.AvatarFactory(organisation=other.org))

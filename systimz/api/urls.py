@@ -6,10 +6,12 @@ from rest_framework.routers import SimpleRouter
 
 from avatars.api.views import AvatarViewSet, VoicePresetViewSet
 from knowledge.api.views import DocumentViewSet, KnowledgeBaseViewSet, LLMEndpointViewSet
+from sessions.api.usage import UsageView
 from sessions.api.views import SessionViewSet
 from systimz import views
 from systimz.api.viewsets import UUID_PATTERN
 from systimz.orgs.api.views import ApiKeyViewSet, OrganisationView, ProviderCredentialViewSet
+from systimz.webhooks.api.views import WebhookViewSet
 
 
 class Router(SimpleRouter):
@@ -31,9 +33,11 @@ router.register(
 )
 router.register("avatars", AvatarViewSet, basename="avatar")
 router.register("sessions", SessionViewSet, basename="session")
+router.register("webhooks", WebhookViewSet, basename="webhook")
 
 urlpatterns = [
     re_path(r"^organisation/?$", OrganisationView.as_view(), name="organisation"),
+    re_path(r"^usage/?$", UsageView.as_view(), name="usage"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its script from a URL, so the page works under our CSP.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),

@@ -48,6 +48,11 @@ ORG_ADMIN_MODELS = [
     ("knowledge", "unansweredquestion"),
     ("avatar_sessions", "avatarsession"),
     ("avatar_sessions", "sessionevent"),
+    ("avatar_sessions", "usagerecord"),
+    ("avatar_sessions", "providerorphan"),
+    ("webhooks", "webhook"),
+    ("webhooks", "webhookdelivery"),
+    ("webhooks", "webhookattempt"),
 ]
 
 

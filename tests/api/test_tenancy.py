@@ -16,6 +16,7 @@ from knowledge.models import Document, KnowledgeBase, LLMEndpoint
 from sessions.models import AvatarSession
 from sessions.routing import websocket_urlpatterns
 from systimz.orgs.models import ApiKey, Organisation, ProviderCredential
+from systimz.webhooks.models import Webhook
 from tests.api.routes import api_routes
 
 # url name -> (outsider org -> URL kwargs naming the outsider's object)
@@ -48,6 +49,9 @@ OBJECT_ROUTE_CASES: dict[str, Case] = {
         "knowledge_base_id": KnowledgeBase.objects.for_org(org).first().pk,
         "pk": Document.objects.for_org(org).first().pk,
     },
+    "webhook-detail": _one(Webhook),
+    "webhook-deliveries": _one(Webhook),
+    "webhook-rotate-secret": _one(Webhook),
 }
 WEBSOCKET_ROUTE_CASES: dict[str, Case] = {
     "ws/sessions/<uuid:session_id>/": lambda org: {
@@ -64,6 +68,7 @@ ORG_MODELS = (
     Document,
     LLMEndpoint,
     AvatarSession,
+    Webhook,
 )
 
 BODIES = {

@@ -306,6 +306,13 @@ def test_the_admin_stops_sessions_now(tenant, heygen, heygen_avatar):
     admin = Client()
     admin.login(username="ops", password="a-long-pass-phrase-9")
     session_id = _start(tenant).json()["id"]
+    tenant.client.post(
+        f"/api/v1/sessions/{session_id}/speak", {"text": "Hello from the shop."}, format="json"
+    )
+    listing = admin.get("/admin/avatar_sessions/avatarsession/").content.decode()
+    assert "0:0" in listing  # its duration so far
+    detail = admin.get(f"/admin/avatar_sessions/avatarsession/{session_id}/change/")
+    assert "Hello from the shop." in detail.content.decode()  # the transcript
     response = admin.post(
         "/admin/avatar_sessions/avatarsession/",
         {"action": "stop_now", "_selected_action": [session_id]},
