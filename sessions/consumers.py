@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import InMemoryChannelLayer
 from django.conf import settings
 
 from avatars.origins import normalise_origin
@@ -35,6 +36,7 @@ log = logging.getLogger("systimz.sessions.relay")
 CLOSE_UNAUTHORISED = 4401
 CLOSE_TOO_MANY_ERRORS = 4400
 RESUME_WINDOW_SECONDS = 1.0
+TAIL_SECONDS = 1.0  # the in-memory layer's catch-up from the log (one process only)
 MAX_FRAME_BYTES = 16 * 1024
 MAX_BAD_FRAMES = 20
 CLIENT_TYPES = ("speak", "interrupt", "keep_alive", "stop", "client_event", "resume")
@@ -99,6 +101,19 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         self._go_live_timer = asyncio.get_running_loop().call_later(
             RESUME_WINDOW_SECONDS, self._schedule_go_live
         )
+        if isinstance(self.channel_layer, InMemoryChannelLayer):
+            # One process's layer: events recorded by other processes (the reaper in the
+            # Celery worker) never reach it, so the log is read every second as well.
+            self._tail_task = asyncio.ensure_future(self._tail())
+
+    async def _tail(self) -> None:
+        while True:
+            await asyncio.sleep(TAIL_SECONDS)
+            await self.channel_layer.send(self.channel_name, {"type": "relay.tail"})
+
+    async def relay_tail(self, message: dict[str, Any]) -> None:
+        if self.live:
+            await self._catch_up(self.last_sent)
 
     def _schedule_go_live(self) -> None:
         self._go_live_task = asyncio.ensure_future(
@@ -111,6 +126,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         timer = getattr(self, "_go_live_timer", None)
         if timer is not None:
             timer.cancel()
+        tail = getattr(self, "_tail_task", None)
+        if tail is not None:
+            tail.cancel()
         await self.channel_layer.group_discard(group_name(self.session_id), self.channel_name)
         await database_sync_to_async(relay.listener_left)(self.session_id)
 

@@ -341,3 +341,19 @@ async def test_the_last_player_leaving_starts_the_disconnect_grace(local_session
     back = await _open(_path(local_session))  # a reload within the grace period
     assert await sync_to_async(state)() == (1, False)
     await back.disconnect()
+
+
+async def test_events_recorded_by_another_process_reach_the_socket(local_session):
+    """The reaper closes sessions from the Celery worker: with the in-memory layer (one
+    process) the socket reads the log too; with Redis the event comes through the layer."""
+    from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+    if not isinstance(get_channel_layer(), InMemoryChannelLayer):
+        pytest.skip("the Redis layer carries events between processes")
+    communicator = await _open(_path(local_session))
+    await communicator.send_json_to({"type": "resume", "after": 0})
+    await _until(communicator, "session_state", status="active")
+    seq = await sync_to_async(_append_unpublished)(local_session["id"])  # nothing published
+    frame = await communicator.receive_json_from(timeout=WAIT)
+    assert (frame["type"], frame["seq"]) == ("user_talking_message", seq)
+    await communicator.disconnect()
