@@ -7,7 +7,8 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow lint format check install install-dev install-semantic install-tts clean
+.PHONY: run test test-slow lint format check install install-dev install-semantic install-tts clean \
+	assets e2e-deps
 
 $(VENV)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,7 +56,7 @@ run: $(VENV)/.runtime $(VENV)/.tts .env
 	  --concurrency 1 --loglevel INFO & \
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) systimz.asgi:application
 
-test: $(VENV)/.dev .env
+test: $(VENV)/.dev .env e2e-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The long fault and load tests alone (CI runs them as a separate, bounded step). pytest's
@@ -77,6 +78,28 @@ check: $(VENV)/.dev .env
 	SYSTIMZ_ENV_FILE= DEBUG=0 SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 	  SYSTIMZ_ENCRYPTION_KEYS="$$($(PY) -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
 	  ALLOWED_HOSTS=systimz.example.com $(PY) manage.py check --deploy --fail-level WARNING
+
+# Debian's chromium for the browser tests (tests/e2e drive /usr/bin/chromium with Playwright).
+# Nothing to do when it is there; otherwise installed with apt-get as root or through a sudo
+# that needs no password. Never fails: without it the browser tests skip, saying why.
+e2e-deps:
+	@[ -x /usr/bin/chromium ] || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo -n"; fi; \
+	    { $$sudo apt-get update -qq -o Acquire::Retries=1 -o Acquire::http::Timeout=20 && \
+	      $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	      echo "e2e-deps: chromium was not installed; the browser tests (tests/e2e) will skip"; \
+	  else \
+	    echo "e2e-deps: no apt-get; install chromium at /usr/bin/chromium to run tests/e2e"; \
+	  fi; \
+	}
+
+# The optional LiveKit bundle the talk page loads for remote providers' video:
+# frontend/livekit.js -> sessions/static/player/vendor/livekit.esm.js (not committed). Needs
+# Node.js and npm; the local avatar's player needs none of it.
+assets:
+	npm ci --no-audit --no-fund
+	npm run build
 
 clean:
 	rm -rf $(VENV) .local staticfiles .pytest_cache .ruff_cache
