@@ -130,7 +130,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         if tail is not None:
             tail.cancel()
         await self.channel_layer.group_discard(group_name(self.session_id), self.channel_name)
-        await database_sync_to_async(relay.listener_left)(self.session_id)
+        await database_sync_to_async(relay.listener_left)(self.session_id, self.channel_name)
 
     # --- from the client --------------------------------------------------------------------
 
@@ -163,7 +163,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         if not self.live:  # acting before resuming: the stream starts now
             await self._catch_up(self.last_sent)
         try:
-            await database_sync_to_async(relay.client_frame)(self.session_id, kind, content)
+            await database_sync_to_async(relay.client_frame)(
+                self.session_id, kind, content, self.channel_name
+            )
         except errors.SystimzError as exc:
             await self._error(exc.code, exc.message)
 

@@ -136,6 +136,7 @@ def _open_at_provider(
     with transaction.atomic():
         append_event(session, "session_state", {"status": session.status, "reason": None})
         webhook_emit(org=org, type_="session.started", data=_session_data(session))
+    session.refresh_from_db(fields=["next_seq"])
     log.info("session.started session=%s provider=%s", session.pk, session.provider)
     return session
 

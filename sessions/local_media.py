@@ -112,12 +112,14 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
 async def local_audio(
     request: HttpRequest, session_id: uuid.UUID, task_id: str, index: int
 ) -> HttpResponse:
-    """``GET /media/local/<session>/<task>/<index>.wav?token=`` — one chunk of a task's audio.
+    """``GET /media/local/<session>/<task>/<index>.wav`` with the player token in the
+    ``X-Player-Token`` header (or ``?token=``) — one chunk of a task's audio.
 
     Waits (up to ``AUDIO_WAIT_SECONDS``) for a chunk still being synthesised; 404 once the task
     has ended with fewer chunks. Headers say where the chunk sits in the utterance and whether
     it is the last, so the player can schedule it and know when to stop asking."""
-    session = await sync_to_async(session_from_token)(request.GET.get("token", ""), str(session_id))
+    token = request.headers.get("X-Player-Token") or request.GET.get("token", "")
+    session = await sync_to_async(session_from_token)(token, str(session_id))
     if session is None or session.provider != Provider.LOCAL:
         return _error(404, "not_found", "No such audio.")
     psid = session.provider_session_id

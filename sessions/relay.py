@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -50,8 +51,10 @@ def listener_joined(session_id: str) -> int:
     return AvatarSession.objects.values_list("next_seq", flat=True).get(pk=session_id) - 1
 
 
-def listener_left(session_id: str) -> None:
+def listener_left(session_id: str, channel_name: str = "") -> None:
     """Count a player out; the last one leaving starts the disconnect grace period."""
+    if channel_name:
+        forwarder_left(session_id, channel_name)
     AvatarSession.objects.filter(pk=session_id).update(listeners=Greatest(F("listeners") - 1, 0))
     AvatarSession.objects.filter(pk=session_id, listeners=0, disconnected_at__isnull=True).update(
         disconnected_at=timezone.now()
@@ -85,7 +88,31 @@ def _text(content: dict[str, Any]) -> str:
     return text
 
 
-def client_frame(session_id: str, kind: str, content: dict[str, Any]) -> None:
+FORWARDER_TTL_SECONDS = 120
+
+
+def is_forwarder(session_id: str, channel_name: str) -> bool:
+    """Whether this connection is the one whose forwarded media-room events are recorded.
+    Every player in the room receives the same events; the first to forward holds the role
+    (renewed as it forwards) until it goes quiet, so two tabs never record everything twice."""
+    key = f"relay:forwarder:{session_id}"
+    if cache.add(key, channel_name, FORWARDER_TTL_SECONDS):
+        return True
+    if cache.get(key) == channel_name:
+        cache.touch(key, FORWARDER_TTL_SECONDS)
+        return True
+    return False
+
+
+def forwarder_left(session_id: str, channel_name: str) -> None:
+    key = f"relay:forwarder:{session_id}"
+    if cache.get(key) == channel_name:
+        cache.delete(key)
+
+
+def client_frame(
+    session_id: str, kind: str, content: dict[str, Any], channel_name: str = ""
+) -> None:
     """Carry out one client frame (other than ``resume``)."""
     session = AvatarSession.objects.select_related("organisation", "avatar").get(pk=session_id)
     if kind == "speak":
@@ -98,6 +125,8 @@ def client_frame(session_id: str, kind: str, content: dict[str, Any]) -> None:
     elif kind == "stop":
         lifecycle.session_stop(session=session, reason=CloseReason.USER)
     elif kind == "client_event":
+        if channel_name and not is_forwarder(session_id, channel_name):
+            return  # another player of this session records the room's events
         client_event(session, content.get("event"))
 
 

@@ -53,8 +53,22 @@ def _frame_policy(response: HttpResponse, avatar: Avatar) -> HttpResponse:
     response._csp_replace = {  # type: ignore[attr-defined]
         "frame-ancestors": ["'self'", *page_origins(avatar)],
     }
-    response._csp_update = {"connect-src": ["ws:", "wss:"]}  # type: ignore[attr-defined]
+    connect = ["ws:", "wss:"]
+    if avatar.provider != "local":  # the provider's media room (LiveKit)
+        connect += settings.PLAYER_MEDIA_CONNECT_SRC
+    response._csp_update = {"connect-src": connect}  # type: ignore[attr-defined]
     return response
+
+
+def _allowed_parent(raw: object, avatar: Avatar) -> str:
+    """The embedding page's origin, if it is one the avatar allows (else "")."""
+    if not isinstance(raw, str) or not raw:
+        return ""
+    try:
+        origin = normalise_origin(raw)
+    except ValueError:
+        return ""
+    return origin if origin in page_origins(avatar) else ""
 
 
 @xframe_options_exempt  # framing is governed by CSP frame-ancestors (the allowed origins)
@@ -68,6 +82,7 @@ def talk_page(request: HttpRequest, org_slug: str, avatar_slug: str) -> HttpResp
         "embedded": request.GET.get("embed") == "1",
         "start_url": reverse("talk-start", args=[org_slug, avatar_slug]),
         "limits": avatar.organisation.limits,
+        "parent_origin": _allowed_parent(request.GET.get("parent"), avatar),
     }
     return _frame_policy(render(request, "talk/page.html", context), avatar)
 
@@ -126,7 +141,11 @@ class TalkSessionStart(APIView):
                 avatar=avatar,
                 quality=quality,
                 end_user=f"visitor:{visitor}",
-                embed_origin=origin,
+                embed_origin=_allowed_parent(
+                    request.data.get("embed_origin") if isinstance(request.data, dict) else None,
+                    avatar,
+                )
+                or origin,
             )
             code = status.HTTP_201_CREATED
         body = SessionSerializer(session).data
@@ -137,7 +156,8 @@ class TalkSessionStart(APIView):
             signing.dumps(visitor, salt=VISITOR_SALT),
             max_age=VISITOR_MAX_AGE,
             httponly=True,
-            samesite="Lax",
+            # In a frame on another site only SameSite=None cookies are kept (HTTPS only).
+            samesite="None" if request.is_secure() else "Lax",
             secure=request.is_secure(),
         )
         return response

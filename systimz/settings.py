@@ -311,6 +311,11 @@ PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "")
 # Origins (besides the site's own and each avatar's allowed_origins) whose pages may open any
 # session's relay: a separate front-end host of the operator's, for example.
 PLAYER_EXTRA_ORIGINS = env_list("PLAYER_EXTRA_ORIGINS", [])
+# Where remote providers' media rooms live (LiveKit Cloud for HeyGen and LiveAvatar): the talk
+# page of a remote avatar may connect there.
+PLAYER_MEDIA_CONNECT_SRC = env_list(
+    "PLAYER_MEDIA_CONNECT_SRC", ["https://*.livekit.cloud", "wss://*.livekit.cloud"]
+)
 # A page whose player went away (a closed tab) has this long to come back before its session
 # is stopped with reason "disconnected".
 DISCONNECT_GRACE_SECONDS = env_int("DISCONNECT_GRACE_SECONDS", 30, minimum=5, maximum=3600)

@@ -186,6 +186,11 @@ class LocalSpeechEngine:
                         "error",
                         {"code": "speech_failed", "message": "The avatar could not speak."},
                     )
+                    self.sink.publish(
+                        task.session_id,
+                        "avatar_stop_talking",
+                        {"task_id": task.task_id, "duration_ms": 0.0, "failed": True},
+                    )
         finally:
             self.sink.release_floor(speaker.session_id, speaker.owner)
             self.sink.thread_done()

@@ -34,6 +34,9 @@ class SessionSerializer(serializers.ModelSerializer):
     avatar = serializers.CharField(source="avatar_slug")
     player = serializers.SerializerMethodField()
     media = serializers.SerializerMethodField()
+    last_seq = serializers.SerializerMethodField(
+        help_text="The seq of the session's latest event: resume after it for new ones only."
+    )
 
     class Meta:
         model = AvatarSession
@@ -51,11 +54,15 @@ class SessionSerializer(serializers.ModelSerializer):
             "ended_at",
             "player",
             "media",
+            "last_seq",
         ]
         read_only_fields = fields
 
     def get_player(self, session: AvatarSession) -> dict[str, str]:
         return {"websocket_url": f"/ws/sessions/{session.pk}/", "token": player_token(session)}
+
+    def get_last_seq(self, session: AvatarSession) -> int:
+        return session.next_seq - 1
 
     def get_media(self, session: AvatarSession) -> dict[str, Any]:
         """What the browser connects to: the provider's media room, or, for the local avatar,

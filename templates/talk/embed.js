@@ -4,7 +4,8 @@
   var target = script && script.getAttribute("data-systimz-target");
   var host = target ? document.getElementById(target) : null;
   var frame = document.createElement("iframe");
-  frame.src = "{{ frame_url|escapejs }}";
+  // The page that embeds the player; the server records it only if it is an allowed origin.
+  frame.src = "{{ frame_url|escapejs }}" + "&parent=" + encodeURIComponent(window.location.origin);
   frame.title = "{{ title|escapejs }}";
   frame.allow = "microphone; autoplay";
   frame.setAttribute("loading", "lazy");

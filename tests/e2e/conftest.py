@@ -34,6 +34,13 @@ PHONE = {"width": 375, "height": 740}
 T = TypeVar("T")
 HEYGEN_KEY = "hg-e2e-key-0123456789abcdef"
 
+if HAS_PLAYWRIGHT:
+    from playwright.sync_api import expect
+
+    # Auto-waiting assertions wait on a condition, not a clock; on a loaded 2-core CI machine
+    # a state can take longer than Playwright's 5 s default to arrive.
+    expect.set_options(timeout=20_000)
+
 needs_browser = pytest.mark.skipif(
     not (CHROMIUM.exists() and HAS_PLAYWRIGHT),
     reason="browser tests need Debian's chromium at /usr/bin/chromium (make e2e-deps) "

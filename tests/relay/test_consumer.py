@@ -357,3 +357,28 @@ async def test_events_recorded_by_another_process_reach_the_socket(local_session
     frame = await communicator.receive_json_from(timeout=WAIT)
     assert (frame["type"], frame["seq"]) == ("user_talking_message", seq)
     await communicator.disconnect()
+
+
+async def test_two_players_forwarding_the_same_room_record_it_once(heygen_session):
+    one = await _open(_path(heygen_session))
+    two = await _open(_path(heygen_session))
+    for communicator in (one, two):
+        await communicator.send_json_to({"type": "resume", "after": 0})
+        await _until(communicator, "session_state", status="active")
+    event = {"type": "avatar_start_talking", "task_id": "t-9"}
+    await one.send_json_to({"type": "client_event", "event": event})
+    await _until(two, "avatar_start_talking", task_id="t-9")
+    await two.send_json_to({"type": "client_event", "event": event})  # the same, seen by tab two
+    await one.send_json_to({"type": "keep_alive"})
+    await one.disconnect()  # the forwarder leaves: the other tab takes over
+    await two.send_json_to({"type": "client_event", "event": {**event, "task_id": "t-10"}})
+    await _until(two, "avatar_start_talking", task_id="t-10")
+    recorded = await sync_to_async(
+        lambda: list(
+            AvatarSession.objects.get(pk=heygen_session["id"])
+            .events.filter(type="avatar_start_talking")
+            .values_list("payload__task_id", flat=True)
+        )
+    )()
+    assert recorded == ["t-9", "t-10"]
+    await two.disconnect()

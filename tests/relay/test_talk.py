@@ -120,3 +120,43 @@ def test_only_allowed_origins_may_frame_the_page(guide):
     assert script["Content-Type"].startswith("text/javascript")
     source = script.content.decode().encode().decode("unicode_escape")  # escapejs
     assert "http://testserver/talk/acme/guide/?embed=1" in source
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_embedded_start_records_the_allowed_parent_page_only(guide):
+    response = APIClient().post(
+        "/talk/acme/guide/sessions",
+        {"embed_origin": SHOP},
+        format="json",
+        HTTP_ORIGIN="http://testserver",  # the frame is the site's own page
+    )
+    assert response.status_code == 201
+    assert AvatarSession.objects.get(pk=response.json()["id"]).embed_origin == SHOP
+    assert response.json()["last_seq"] >= 2  # starting, then active
+    forged = APIClient().post(
+        "/talk/acme/guide/sessions",
+        {"embed_origin": "https://evil.example"},
+        format="json",
+        HTTP_ORIGIN="http://testserver",
+    )
+    session = AvatarSession.objects.get(pk=forged.json()["id"])
+    assert session.embed_origin == "http://testserver"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_visitor_cookie_survives_a_third_party_frame_over_https(guide, settings):
+    settings.SECURE_SSL_REDIRECT = False
+    response = APIClient().post(
+        "/talk/acme/guide/sessions",
+        {},
+        format="json",
+        HTTP_ORIGIN="https://testserver",
+        secure=True,
+    )
+    assert response.status_code == 201
+    cookie = response.cookies["systimz_visitor"]
+    assert (cookie["samesite"], bool(cookie["secure"]), bool(cookie["httponly"])) == (
+        "None",
+        True,
+        True,
+    )

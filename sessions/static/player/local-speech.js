@@ -97,11 +97,14 @@ export class LocalSpeech {
 
   /** One chunk, or null when there is none (404: the task ended or was cut) or on failure. */
   async fetchChunk(task, index) {
-    const url =
-      `${this.audioUrl}${encodeURIComponent(task.id)}/${index}.wav` +
-      `?token=${encodeURIComponent(this.token)}`;
+    // The token goes in a header, so it never lands in an access log.
+    const url = `${this.audioUrl}${encodeURIComponent(task.id)}/${index}.wav`;
     try {
-      const response = await fetch(url, { signal: task.abort.signal, credentials: "same-origin" });
+      const response = await fetch(url, {
+        signal: task.abort.signal,
+        credentials: "same-origin",
+        headers: { "X-Player-Token": this.token },
+      });
       if (!response.ok) {
         if (response.status !== 404) console.warn("systimz: audio chunk", index, response.status);
         return null;

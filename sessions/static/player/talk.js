@@ -56,6 +56,7 @@ const config = {
   chatMode: root.dataset.chatMode,
   hasKnowledge: root.dataset.hasKnowledge === "1",
   sessionSeconds: Number(root.dataset.sessionSeconds) || 0,
+  parentOrigin: root.dataset.parentOrigin || "",
 };
 const isLocal = config.provider === "local";
 // The page asks the avatar to answer (chat: from its knowledge base, or by the provider's own
@@ -248,7 +249,10 @@ async function start() {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ quality: els.quality.value }),
+      body: JSON.stringify({
+        quality: els.quality.value,
+        ...(config.parentOrigin ? { embed_origin: config.parentOrigin } : {}),
+      }),
     });
     body = await response.json().catch(() => null);
   } catch {
