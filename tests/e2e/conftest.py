@@ -41,9 +41,7 @@ if HAS_PLAYWRIGHT:
     # a state can take longer than Playwright's 5 s default to arrive.
     expect.set_options(timeout=20_000)
 
-if os.environ.get("SYSTIMZ_REQUIRE_BROWSER") == "1" and not (
-    CHROMIUM.exists() and HAS_PLAYWRIGHT
-):
+if os.environ.get("SYSTIMZ_REQUIRE_BROWSER") == "1" and not (CHROMIUM.exists() and HAS_PLAYWRIGHT):
     raise RuntimeError("SYSTIMZ_REQUIRE_BROWSER=1 but chromium or playwright is missing")
 needs_browser = pytest.mark.skipif(
     not (CHROMIUM.exists() and HAS_PLAYWRIGHT),
