@@ -13,8 +13,8 @@ database is never opened. ``REDIS_URL`` is set to ``--redis-url`` (default: ``RE
 spare database, 13) before Django starts, so the channel layer, the cache and the worker's
 broker are Redis, as in a deployment with a worker.
 
-Setup: an enterprise organisation (concurrency override set to the number of sessions, idle
-timeout 3600 s so the only reason that applies is ``timeout``), a HeyGen credential holding the
+Setup: an enterprise organisation (concurrency override 100,000, idle timeout 3600 s so the
+only reason that applies is ``timeout``), a HeyGen credential holding the
 emulator's key (``tests/emulators/heygen.py`` over HTTP on loopback in this process,
 ``HEYGEN_API_BASE`` pointed at it), three avatars. Each phase seeds its own sessions: the
 emulator gets ``connected`` sessions directly in its table (its HTTP ``streaming.new`` caps an
@@ -31,19 +31,22 @@ server-side, as ``bench.sessions`` does.
    ``reaper.BATCH`` per reason.
 2. **Finish, serially** (the baseline): ``sessions.tasks.finish_stop(id)`` (the task's body:
    load the row, ``lifecycle.session_finish_stop``) for every claim, one after another; per
-   close the wall time, the provider round trip and client construction (``ProviderHttp``
-   wrapped), the emulator's own time; SQL statements per close with
-   ``CaptureQueriesContext`` on a sample. In-run baselines every ``BASELINE_EVERY`` closes: a
-   primary-key lookup and one provider call on a reused client (another key, no sessions).
+   close the wall time, this process's CPU time, the provider round trip and client
+   construction (``ProviderHttp`` wrapped), the emulator's own time; SQL statements per close
+   with ``CaptureQueriesContext`` on a sample. In-run baselines every ``BASELINE_EVERY``
+   closes: a primary-key lookup and one provider call on a reused client (another key, no
+   sessions). ``--profile N``: cProfile (thread CPU time) of N more serial closes, to stderr.
 3. **Through Celery** (``--celery-sessions``, 2,000 by default to keep a default run near six
-   minutes on 2 cores; 10,000 takes about five minutes more): a real worker
-   (``tests/workers.py``: threads pool, ``--concurrency`` 2, a queue of its own on Redis) and
-   a beat thread that sends ``sessions.reap`` every
-   ``REAPER_INTERVAL_SECONDS`` with beat's ``expires``, as production's schedule does; the
-   ticks claim and enqueue one ``sessions.finish_stop`` per claim. Reports the time from the
-   first tick to the last close, closes per second, ticks run and expired, stale re-claims,
-   tasks run, SQL statements per close (every statement of the worker's connections) and how
-   long after the first tick each session was closed (billing runs until the close).
+   minutes on 2 cores; 10,000 took about nine minutes more on busy cores): a real worker
+   (``tests/workers.py``: threads pool, ``--concurrency`` 2, a queue of its own on Redis) and a
+   beat thread that sends ``sessions.reap`` every ``REAPER_INTERVAL_SECONDS`` with beat's
+   ``expires``, as production's schedule does; the ticks claim and enqueue one
+   ``sessions.finish_stop`` per claim. Reports the time from the first tick to the last close,
+   closes per second, this process's CPU per close, ticks run and expired, stale re-claims,
+   tasks run, SQL statements per close (every statement of the worker's connections), the
+   database connections the worker opened (``--db-reuse-max`` sets ``CELERY_DB_REUSE_MAX`` to
+   compare) and how long after the first tick each session was closed (billing runs until the
+   close).
 
 Checks, per phase: every session claimed and closed once, one usage row each, exactly one
 ``streaming.stop`` per provider session at the emulator, none left running there.
@@ -52,7 +55,6 @@ Checks, per phase: every session claimed and closed once, one usage row each, ex
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
@@ -90,7 +92,7 @@ BULK = 2000
 QUERY_SAMPLES = 50  # closes run under CaptureQueriesContext in the serial phase
 BASELINE_EVERY = 50
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
-# The Celery phase's default size: at ~30 closes/s on 2 cores, 10,000 more would take the
+# The Celery phase's default size: at ~20-25 closes/s on 2 cores, 10,000 more would take the
 # default run well past 6 minutes (run it with --celery-sessions 10000).
 CELERY_DEFAULT_SESSIONS = 2000
 CELERY_TIMEOUT = 900.0  # a bound for the worker phase, not a measurement
@@ -228,16 +230,16 @@ class World:
                 version=3,
                 idle_timeout_seconds=IDLE_SECONDS,
             )
-            log_ = [
+            history = [
                 ("session_state", {"status": "starting", "reason": None}),
                 ("session_state", {"status": "active", "reason": None}),
             ]
             for k in range(self.tasks):
                 task_id = str(uuid.uuid4())
-                log_.append(
+                history.append(
                     ("task", {"task_id": task_id, "text": f"Sentence {k}.", "mode": "repeat"})
                 )
-                log_.append(
+                history.append(
                     (
                         "avatar_stop_talking",
                         {"task_id": task_id, "duration_ms": round(self.rng.uniform(800, 6000))},
@@ -247,9 +249,9 @@ class World:
                 SessionEvent(
                     organisation=self.org, session=row, seq=seq, type=type_, payload=payload
                 )
-                for seq, (type_, payload) in enumerate(log_, start=1)
+                for seq, (type_, payload) in enumerate(history, start=1)
             )
-            row.next_seq = len(log_) + 1
+            row.next_seq = len(history) + 1
             rows.append(row)
         AvatarSession.objects.bulk_create(rows, batch_size=BULK)
         SessionEvent.objects.bulk_create(events, batch_size=BULK * 2)
@@ -565,6 +567,8 @@ def run_celery(
     remaining_keys: list[str] = []
     if db_reuse_max is not None:  # read by Celery's Django fixup when the worker starts
         settings.CELERY_DB_REUSE_MAX = db_reuse_max
+    client = redis.Redis.from_url(redis_url)
+    keys_before = set(client.scan_iter(count=1000))
     with tempfile.TemporaryDirectory(prefix="systimz-bench-reaper-") as tmp:
         with (
             TaskLog().connected() as tasks,
@@ -607,9 +611,11 @@ def run_celery(
                 beat_thread.join()
             # Let the worker finish what it holds (a tick, duplicate finishes) before it stops.
             time.sleep(2 * interval)
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(match=f"*{queue}*"):
-            client.delete(key)
+        # The worker's keys: its queue's, and kombu's bookkeeping that was not there before.
+        for key in set(client.scan_iter(count=1000)) - keys_before:
+            name = key.decode()
+            if queue in name or name.startswith(("_kombu.", "unacked")):
+                client.delete(key)
         remaining_keys = sorted(k.decode() for k in client.scan_iter(count=1000))[:20]
 
     first_tick = sent[0]
@@ -824,8 +830,8 @@ def main(argv: list[str] | None = None) -> int:
         "--celery-sessions",
         type=_bounded(10, 200_000),
         default=CELERY_DEFAULT_SESSIONS,
-        help=f"sessions for the Celery phase (default {CELERY_DEFAULT_SESSIONS:,}: 10,000 takes "
-        "about 5 minutes more on 2 cores)",
+        help=f"sessions for the Celery phase (default {CELERY_DEFAULT_SESSIONS:,}; 10,000 took "
+        "about 9 minutes more on 2 busy cores)",
     )
     parser.add_argument("--no-celery", action="store_true", help="skip the Celery phase")
     parser.add_argument("--concurrency", type=_bounded(1, 16), default=2)
@@ -835,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="N",
         help="set CELERY_DB_REUSE_MAX for the worker (Celery's Django fixup then keeps a "
-        "thread's database connection across tasks; by default it closes it around every task)",
+        "thread's database connection across tasks; otherwise it closes it around every task)",
     )
     parser.add_argument(
         "--redis-url",
@@ -863,8 +869,7 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
     quiet("systimz", "httpx", "celery")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(bench_database())
+    with bench_database():
         report = run(args, log)
 
     if args.json:
