@@ -16,28 +16,25 @@ from sessions.api.usage import report_csv
 from sessions.models import LIVE_STATUSES, AvatarSession, ProviderOrphan, SessionEvent, UsageRecord
 from sessions.usage import usage_report
 from systimz import errors
-from systimz.orgs.admin_base import OrgScopedAdmin, OrgScopedInline, _is_operator, member_org_id
+from systimz.orgs.admin_base import (
+    OrgScopedAdmin,
+    OrgScopedInline,
+    ReadOnlyAdminMixin,
+    _is_operator,
+    member_org_id,
+)
 from systimz.orgs.models import Organisation
 
 
-class SessionEventInline(OrgScopedInline):
+class SessionEventInline(ReadOnlyAdminMixin, OrgScopedInline):
     model = SessionEvent
     fields = ["seq", "type", "payload", "created_at"]
     readonly_fields = fields
     ordering = ["seq"]
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(AvatarSession)
-class AvatarSessionAdmin(OrgScopedAdmin):
+class AvatarSessionAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
     """Sessions are the record of what ran: read-only here."""
 
     list_display = [
@@ -86,15 +83,6 @@ class AvatarSessionAdmin(OrgScopedAdmin):
 
     actions = ["stop_now"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     @admin.action(description="Stop the selected sessions now", permissions=["view"])
     def stop_now(self, request: HttpRequest, queryset: Any) -> None:
         stopped = 0
@@ -108,19 +96,8 @@ class AvatarSessionAdmin(OrgScopedAdmin):
         self.message_user(request, f"Stopped {stopped} session(s).")
 
 
-class _ReadOnly:
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(UsageRecord)
-class UsageRecordAdmin(_ReadOnly, OrgScopedAdmin):
+class UsageRecordAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
     """The usage ledger (append-only), and the month's report with its CSV."""
 
     list_display = [
@@ -191,7 +168,7 @@ class UsageRecordAdmin(_ReadOnly, OrgScopedAdmin):
 
 
 @admin.register(ProviderOrphan)
-class ProviderOrphanAdmin(_ReadOnly, OrgScopedAdmin):
+class ProviderOrphanAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
     """Sessions found running at a provider without a live row here, and what was done."""
 
     list_display = ["provider_session_id", "provider", "stopped", "attempts", "created_at"]

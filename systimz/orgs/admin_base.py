@@ -70,6 +70,20 @@ class OrgScopedAdminMixin:
         return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
 
 
+class ReadOnlyAdminMixin:
+    """For records nobody edits in the admin (logs, ledgers, outboxes): view only. Put it
+    before the admin class in the bases."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class OrgScopedAdmin(OrgScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ("organisation",)
 

@@ -11,7 +11,12 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from systimz.orgs.admin_base import OrgScopedAdmin, OrgScopedInline, member_org_id
+from systimz.orgs.admin_base import (
+    OrgScopedAdmin,
+    OrgScopedInline,
+    ReadOnlyAdminMixin,
+    member_org_id,
+)
 from systimz.webhooks import delivery, services
 from systimz.webhooks.models import EventType, Webhook, WebhookAttempt, WebhookDelivery
 
@@ -79,24 +84,15 @@ class WebhookAdmin(OrgScopedAdmin):
             )
 
 
-class WebhookAttemptInline(OrgScopedInline):
+class WebhookAttemptInline(ReadOnlyAdminMixin, OrgScopedInline):
     model = WebhookAttempt
     fields = ["number", "status_code", "error", "duration_ms", "created_at"]
     readonly_fields = fields
     ordering = ["number"]
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(OrgScopedAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
     """The outbox: every event sent or to be sent, with its attempts. Read-only, but for
     "retry now"."""
 
@@ -146,15 +142,6 @@ class WebhookDeliveryAdmin(OrgScopedAdmin):
         except ValueError:
             return super().get_search_results(request, queryset, search_term)
         return queryset.filter(event_id=wanted) | queryset.filter(pk=wanted), False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.action(description="Retry the selected deliveries now", permissions=["view"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet) -> None:
