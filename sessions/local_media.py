@@ -23,6 +23,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from avatars.models import Provider
 from avatars.providers import local_tts
 from avatars.providers.local import LocalSpeechEngine
+from sessions.leases import lease_claim, lease_release
 from sessions.models import AvatarSession, SessionStatus
 from sessions.player import session_from_token
 from sessions.services import append_event
@@ -75,18 +76,10 @@ class SessionSpeechSink:
         return int(cache.incr(key))
 
     def claim_floor(self, session_id: str, owner: str, ttl: float) -> bool:
-        key = _key("floor", session_id)
-        if cache.add(key, owner, timeout=ttl):
-            return True
-        if cache.get(key) == owner:
-            cache.touch(key, timeout=ttl)
-            return True
-        return False
+        return lease_claim(_key("floor", session_id), owner, ttl)
 
     def release_floor(self, session_id: str, owner: str) -> None:
-        key = _key("floor", session_id)
-        if cache.get(key) == owner:
-            cache.delete(key)
+        lease_release(_key("floor", session_id), owner)
 
     def thread_done(self) -> None:
         connections.close_all()

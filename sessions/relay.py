@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.cache import cache
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from sessions import lifecycle
 from sessions.events import PUBLIC_TYPES, event_message
+from sessions.leases import lease_claim, lease_release
 from sessions.models import AvatarSession, CloseReason
 from sessions.services import append_event
 from systimz import errors
@@ -95,19 +95,11 @@ def is_forwarder(session_id: str, channel_name: str) -> bool:
     """Whether this connection is the one whose forwarded media-room events are recorded.
     Every player in the room receives the same events; the first to forward holds the role
     (renewed as it forwards) until it goes quiet, so two tabs never record everything twice."""
-    key = f"relay:forwarder:{session_id}"
-    if cache.add(key, channel_name, FORWARDER_TTL_SECONDS):
-        return True
-    if cache.get(key) == channel_name:
-        cache.touch(key, FORWARDER_TTL_SECONDS)
-        return True
-    return False
+    return lease_claim(f"relay:forwarder:{session_id}", channel_name, FORWARDER_TTL_SECONDS)
 
 
 def forwarder_left(session_id: str, channel_name: str) -> None:
-    key = f"relay:forwarder:{session_id}"
-    if cache.get(key) == channel_name:
-        cache.delete(key)
+    lease_release(f"relay:forwarder:{session_id}", channel_name)
 
 
 def client_frame(
