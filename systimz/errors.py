@@ -128,5 +128,21 @@ class ProviderUnavailable(SystimzError):
     )
 
 
+class ServiceUnavailable(SystimzError):
+    """Our own database is unreachable for a moment (a restart, a fail-over, no free
+    connection): the request changed nothing and may be retried. Not in the contract's list of
+    codes, which covers the provider's outages only; a 503 with ``Retry-After`` is what a client
+    can act on, where a 500 says "bug"."""
+
+    code, status, default_message = (
+        "service_unavailable",
+        503,
+        "The service is briefly unavailable; retry shortly.",
+    )
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class ServerError(SystimzError):
     code, status, default_message = "server_error", 500, "Something went wrong on our side."

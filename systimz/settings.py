@@ -194,6 +194,11 @@ CELERY_TIMEZONE = "UTC"
 # faces a backlog of ticks; the tasks are safe to run twice.
 REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 5, minimum=1, maximum=300)
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 60, minimum=10, maximum=3600)
+# A claim still ``stopping`` this long is taken to have lost its finishing task (a killed
+# worker) and is finished again by the next tick.
+REAPER_STOPPING_STALE_SECONDS = env_int(
+    "REAPER_STOPPING_STALE_SECONDS", 60, minimum=5, maximum=3600
+)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sessions-reap": {
         "task": "sessions.reap",
@@ -230,14 +235,12 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["systimz.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["systimz.api.permissions.HasScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
-    ],
+    # JSON only; the document upload adds multipart itself (knowledge/api/views.py).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "systimz.api.negotiation.StrictContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "systimz.api.pagination.Pagination",
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "systimz.api.filters.StrictFilterBackend",  # django-filter, strict values
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
@@ -269,6 +272,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "systimz.api.schema.add_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ProviderEnum": "avatars.models.Provider.choices",
         "PlanEnum": "systimz.orgs.models.Plan.choices",
@@ -319,6 +326,11 @@ PLAYER_MEDIA_CONNECT_SRC = env_list(
 # A page whose player went away (a closed tab) has this long to come back before its session
 # is stopped with reason "disconnected".
 DISCONNECT_GRACE_SECONDS = env_int("DISCONNECT_GRACE_SECONDS", 30, minimum=5, maximum=3600)
+# Unsent bytes daphne may hold for one WebSocket before it drops it (a client that stopped
+# reading); the player reconnects and resumes from the log (systimz/ws_backpressure.py).
+WS_SEND_BUFFER_LIMIT_BYTES = env_int(
+    "WS_SEND_BUFFER_LIMIT_BYTES", 1024 * 1024, minimum=64 * 1024, maximum=1024 * 1024 * 1024
+)
 
 # A player token (a session's WebSocket and local audio) is honoured this long after it is issued;
 # longer than any session may last.

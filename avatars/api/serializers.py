@@ -7,10 +7,10 @@ from rest_framework import serializers
 from avatars.models import Avatar, ChatMode, Provider, VoicePreset
 from avatars.origins import normalise_origin
 from knowledge.models import KnowledgeBase
-from systimz.api.serializers import OrgRelatedField, OrgUniqueFieldsMixin
+from systimz.api.serializers import OrgRelatedField, OrgUniqueFieldsMixin, StrictStringsMixin
 
 
-class VoicePresetSerializer(OrgUniqueFieldsMixin, serializers.ModelSerializer):
+class VoicePresetSerializer(StrictStringsMixin, OrgUniqueFieldsMixin, serializers.ModelSerializer):
     org_unique_fields = ("name",)
 
     class Meta:
@@ -28,7 +28,7 @@ class OriginField(serializers.CharField):
             raise serializers.ValidationError(str(exc)) from None
 
 
-class AvatarSerializer(OrgUniqueFieldsMixin, serializers.ModelSerializer):
+class AvatarSerializer(StrictStringsMixin, OrgUniqueFieldsMixin, serializers.ModelSerializer):
     org_unique_fields = ("slug",)
     voice_preset = OrgRelatedField(VoicePreset, required=False, allow_null=True)
     knowledge_base = OrgRelatedField(KnowledgeBase, required=False, allow_null=True)

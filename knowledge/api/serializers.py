@@ -7,10 +7,10 @@ from django.conf import settings
 from rest_framework import serializers
 
 from knowledge.models import Document, DocumentFormat, KnowledgeBase, LLMEndpoint
-from systimz.api.serializers import OrgRelatedField, OrgUniqueFieldsMixin
+from systimz.api.serializers import OrgRelatedField, OrgUniqueFieldsMixin, StrictStringsMixin
 
 
-class LLMEndpointSerializer(OrgUniqueFieldsMixin, serializers.ModelSerializer):
+class LLMEndpointSerializer(StrictStringsMixin, OrgUniqueFieldsMixin, serializers.ModelSerializer):
     org_unique_fields = ("name",)
     api_key = serializers.CharField(
         write_only=True, max_length=500, style={"input_type": "password"}
@@ -55,7 +55,9 @@ class LLMEndpointSerializer(OrgUniqueFieldsMixin, serializers.ModelSerializer):
         return super().update(instance, validated_data)
 
 
-class KnowledgeBaseSerializer(OrgUniqueFieldsMixin, serializers.ModelSerializer):
+class KnowledgeBaseSerializer(
+    StrictStringsMixin, OrgUniqueFieldsMixin, serializers.ModelSerializer
+):
     org_unique_fields = ("name",)
     llm_endpoint = OrgRelatedField(LLMEndpoint, required=False, allow_null=True)
 
@@ -74,7 +76,7 @@ class KnowledgeBaseSerializer(OrgUniqueFieldsMixin, serializers.ModelSerializer)
         read_only_fields = ["id", "created_at"]
 
 
-class DocumentInputSerializer(serializers.Serializer):
+class DocumentInputSerializer(StrictStringsMixin, serializers.Serializer):
     """JSON ``{title, content, format?}``, or multipart ``file`` with an optional ``title``."""
 
     title = serializers.CharField(max_length=300, required=False)
@@ -96,7 +98,7 @@ class DocumentInputSerializer(serializers.Serializer):
         return attrs
 
 
-class DocumentSerializer(serializers.ModelSerializer):
+class DocumentSerializer(StrictStringsMixin, serializers.ModelSerializer):
     class Meta:
         model = Document
         fields = [
@@ -123,12 +125,12 @@ class DocumentSummarySerializer(DocumentSerializer):
         read_only_fields = [f for f in fields if f != "title"]
 
 
-class TurnSerializer(serializers.Serializer):
+class TurnSerializer(StrictStringsMixin, serializers.Serializer):
     role = serializers.ChoiceField(choices=["user", "avatar"])
     text = serializers.CharField(max_length=2000)
 
 
-class AskInputSerializer(serializers.Serializer):
+class AskInputSerializer(StrictStringsMixin, serializers.Serializer):
     question = serializers.CharField(max_length=2000)
     history = TurnSerializer(many=True, required=False, max_length=20)
 

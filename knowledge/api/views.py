@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -115,6 +116,14 @@ class DocumentViewSet(
         if getattr(self, "swagger_fake_view", False):
             return queryset
         return queryset.filter(knowledge_base=self.knowledge_base)
+
+    def get_parsers(self) -> list[BaseParser]:
+        """JSON everywhere (DEFAULT_PARSER_CLASSES), and multipart for the upload too. DRF
+        builds the parsers before it sets ``action``, so decide by route: the collection route
+        takes a body only for ``create``."""
+        if getattr(self, "action_map", {}).get("post") == "create":
+            return [JSONParser(), MultiPartParser()]
+        return super().get_parsers()
 
     def get_serializer_class(self) -> Any:
         if self.action == "list":

@@ -5,17 +5,18 @@ from typing import Any
 from rest_framework import serializers
 
 from avatars.models import Quality
-from sessions.models import AvatarSession
+from sessions.models import AvatarSession, CloseReason
 from sessions.player import player_token
+from systimz.api.serializers import StrictStringsMixin
 
 
-class SessionCreateSerializer(serializers.Serializer):
+class SessionCreateSerializer(StrictStringsMixin, serializers.Serializer):
     avatar = serializers.SlugField(help_text="The avatar's slug")
     quality = serializers.ChoiceField(choices=Quality.choices, required=False)
     end_user = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 
-class SpeakSerializer(serializers.Serializer):
+class SpeakSerializer(StrictStringsMixin, serializers.Serializer):
     text = serializers.CharField(max_length=2000)
     mode = serializers.ChoiceField(choices=["repeat", "chat"], default="repeat")
 
@@ -32,6 +33,11 @@ class EventSerializer(serializers.Serializer):
 
 class SessionSerializer(serializers.ModelSerializer):
     avatar = serializers.CharField(source="avatar_slug")
+    # Explicit: "" while the session is open, which the model's choices (and so the
+    # generated schema's enum) do not include.
+    close_reason = serializers.ChoiceField(
+        choices=CloseReason.choices, allow_blank=True, read_only=True
+    )
     player = serializers.SerializerMethodField()
     media = serializers.SerializerMethodField()
     last_seq = serializers.SerializerMethodField(

@@ -95,7 +95,8 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScoped
         parameters=[OpenApiParameter("after", int, description="Events after this seq")],
         responses=serializers.EventSerializer(many=True),
     )
-    @action(detail=True, methods=["get"])
+    # One session's log, not a list of sessions: no session filters, no pagination.
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def events(self, request: Request, pk: str | None = None) -> Response:
         session = self.get_object()
         try:

@@ -15,11 +15,13 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from systimz import errors
+from systimz.orgs.crypto import DecryptionError
 
 log = logging.getLogger("systimz.api")
 
@@ -80,6 +82,17 @@ def to_systimz_error(exc: Exception) -> errors.SystimzError | None:
             "Too many requests for this key; retry later.",
             retry_after=int(exc.wait) + 1 if exc.wait is not None else None,
         )
+    if isinstance(exc, DecryptionError):
+        # A stored key under a dropped encryption key, or a ciphertext moved from another row:
+        # the organisation has to store the credential again; not a server bug.
+        return errors.Conflict(
+            "A stored credential cannot be decrypted; store it again under provider-credentials/."
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away (restart, fail-over, connections exhausted): transient, and
+        # the transaction was rolled back.
+        log.warning("api.database_unavailable %s", type(exc).__name__)
+        return errors.ServiceUnavailable()
     if isinstance(exc, Http404):
         return errors.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
@@ -98,7 +111,13 @@ def error_response(error: errors.SystimzError) -> Response:
 
 
 def json_error_response(error: errors.SystimzError) -> JsonResponse:
-    response = JsonResponse(error.as_dict(), status=error.status)
+    # The same bytes DRF's JSONRenderer writes (compact, UTF-8), so a 404 from Django's
+    # resolver is indistinguishable from a 404 from a view (no leak of which ids are routable).
+    response = JsonResponse(
+        error.as_dict(),
+        status=error.status,
+        json_dumps_params={"separators": (",", ":"), "ensure_ascii": False},
+    )
     for name, value in error.headers.items():
         response[name] = value
     return response

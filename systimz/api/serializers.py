@@ -35,6 +35,13 @@ class OrgRelatedField(serializers.PrimaryKeyRelatedField):
             return None
         return self.model.objects.for_org(request_organisation(self))
 
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        # DRF turns "" into null for relations; the schema says a UUID or null, so "" is not
+        # an id (it would silently clear the link).
+        if data == "":
+            self.fail("does_not_exist", pk_value=data)
+        return super().run_validation(data)
+
     def to_internal_value(self, data: Any) -> Any:
         try:
             return super().to_internal_value(data)
@@ -67,3 +74,34 @@ class OrgUniqueFieldsMixin:
                     {name: [f"Another {model._meta.verbose_name} has this {name}."]}
                 )
         return attrs
+
+
+class StrictStringsMixin:
+    """Text fields take JSON strings only. DRF's CharField turns ``12`` or ``true`` into
+    ``"12"``/``"True"``; the schema says ``string``, so a number is a 400, not stored text.
+    And ``maxLength`` counts the text as sent (DRF checks it after trimming whitespace)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            wrong = {
+                name: ["Not a valid string."]
+                for name, field in self.fields.items()  # type: ignore[attr-defined]
+                if isinstance(field, serializers.CharField)
+                and not field.read_only
+                and field.source != "*"
+                and name in data
+                and data[name] is not None
+                and not isinstance(data[name], str)
+            }
+            # maxLength as the schema states it: before DRF trims surrounding whitespace.
+            wrong |= {
+                name: [f"Ensure this field has no more than {field.max_length} characters."]
+                for name, field in self.fields.items()  # type: ignore[attr-defined]
+                if isinstance(field, serializers.CharField)
+                and getattr(field, "max_length", None) is not None
+                and isinstance(data.get(name), str)
+                and len(data[name]) > field.max_length
+            }
+            if wrong:
+                raise serializers.ValidationError(wrong)
+        return super().to_internal_value(data)  # type: ignore[misc]

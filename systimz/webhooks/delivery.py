@@ -62,8 +62,28 @@ def verify_signature(
     """For receivers: True when ``header`` carries a ``v1`` signature of exactly ``body`` under
     ``secret`` with a timestamp within ``tolerance`` seconds of now. Verify the raw request
     body, before any JSON parsing; then deduplicate on the body's ``id``."""
-    if not header:
+    parsed = _parse_signature_header(header)
+    if parsed is None:
         return False
+    timestamp, candidates = parsed
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        return False
+    expected = compute_signature(secret, timestamp, body)
+    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+
+
+_MAX_TIMESTAMP_DIGITS = 12
+
+
+def _parse_signature_header(header: object) -> tuple[int, list[str]] | None:
+    """``(t, [v1 values])`` from a ``Systimz-Signature`` value, or None when it is unusable.
+
+    Strict on purpose: ``t`` is 1 to 12 ASCII digits (``int()`` alone would also take
+    ``"١٢"``, ``" 12"`` and ``"1_000"``), and only ASCII ``v1`` values are kept
+    (``hmac.compare_digest`` raises TypeError on non-ASCII text)."""
+    if not isinstance(header, str) or not header:
+        return None
     timestamp: int | None = None
     candidates: list[str] = []
     for part in header.split(","):
@@ -71,19 +91,14 @@ def verify_signature(
         if not sep:
             continue
         if name == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                return False
-        elif name == "v1":
+            if not (value.isascii() and value.isdigit() and len(value) <= _MAX_TIMESTAMP_DIGITS):
+                return None
+            timestamp = int(value)
+        elif name == "v1" and value.isascii():
             candidates.append(value)
     if timestamp is None or not candidates:
-        return False
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance:
-        return False
-    expected = compute_signature(secret, timestamp, body)
-    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+        return None
+    return timestamp, candidates
 
 
 def url_problem(url: str) -> str | None:

@@ -4,11 +4,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from systimz.api.serializers import StrictStringsMixin
 from systimz.orgs import services
 from systimz.orgs.models import ApiKey, Plan, ProviderCredential, Scope
 
 
-class ApiKeyInputSerializer(serializers.Serializer):
+class ApiKeyInputSerializer(StrictStringsMixin, serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=Scope.choices), allow_empty=False, max_length=3
@@ -30,7 +31,7 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
         read_only_fields = fields
 
 
-class ProviderCredentialSerializer(serializers.ModelSerializer):
+class ProviderCredentialSerializer(StrictStringsMixin, serializers.ModelSerializer):
     api_key = serializers.CharField(
         write_only=True, max_length=500, trim_whitespace=True, style={"input_type": "password"}
     )

@@ -4,11 +4,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from systimz.api.serializers import StrictStringsMixin
 from systimz.webhooks import delivery, services
 from systimz.webhooks.models import EventType, Webhook, WebhookDelivery
 
 
-class WebhookSerializer(serializers.ModelSerializer):
+class WebhookSerializer(StrictStringsMixin, serializers.ModelSerializer):
     url = serializers.URLField(
         max_length=500, help_text="https:// (plain http only to hosts the operator allows)"
     )
