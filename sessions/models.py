@@ -129,7 +129,8 @@ class UsageKind(models.TextChoices):
 class UsageRecord(OrgOwnedModel):
     """The usage ledger: one row per closed session, written in the transaction that closes it
     (a unique constraint makes a second impossible). Never edited: a correction is a new row
-    of kind ``correction`` with signed amounts, counted on the corrected session's day.
+    of kind ``correction`` with signed amounts, counted on the corrected session's day while
+    that month is open and in the current month once it is over (``usage_correct``).
 
     Billable minutes are the session's seconds from ``started_at`` (the provider session
     running) to ``ended_at``, rounded up to whole minutes per session; a session that never

@@ -33,7 +33,7 @@ from systimz.webhooks.services import webhook_emit
 log = logging.getLogger("systimz.sessions.reaper")
 
 STARTING_STALE = timedelta(seconds=120)  # a start takes seconds; this one is stuck
-STOPPING_STALE = timedelta(seconds=60)  # a stop whose finishing task was lost
+STOPPING_STALE = timedelta(seconds=60)  # the default of REAPER_STOPPING_STALE_SECONDS
 MIN_IDLE = timedelta(seconds=30)  # the smallest idle timeout an organisation may set
 BATCH = 5000
 
@@ -52,19 +52,27 @@ class Claimed:
 
 def _claim(ids: list[str], reason: str, statuses: list[str], now: datetime) -> list[str]:
     """Compare-and-set ``ids`` (still in ``statuses``) to ``stopping`` with ``reason``; the ids
-    this call moved. Marked with the tick's own time, so concurrent reapers never share one."""
+    this call moved. The rows are locked first (``SKIP LOCKED``: a row another reaper is
+    claiming is its claim), so two reapers never both claim a session, even two ticks at the
+    same instant; the check on the tick's own time covers databases without row locks."""
     if not ids:
         return []
-    AvatarSession.objects.filter(pk__in=ids, status__in=statuses).update(
-        status=SessionStatus.STOPPING,
-        close_reason=reason,
-        version=F("version") + 1,
-        state_changed_at=now,
-    )
+    with transaction.atomic():
+        mine = list(
+            AvatarSession.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids, status__in=statuses)
+            .values_list("pk", flat=True)
+        )
+        AvatarSession.objects.filter(pk__in=mine, status__in=statuses).update(
+            status=SessionStatus.STOPPING,
+            close_reason=reason,
+            version=F("version") + 1,
+            state_changed_at=now,
+        )
     return [
         str(pk)
         for pk in AvatarSession.objects.filter(
-            pk__in=ids, status=SessionStatus.STOPPING, close_reason=reason, state_changed_at=now
+            pk__in=mine, status=SessionStatus.STOPPING, close_reason=reason, state_changed_at=now
         ).values_list("pk", flat=True)
     ]
 
@@ -136,9 +144,10 @@ def sessions_claim_due(now: datetime | None = None) -> Claimed:
     claimed.by_reason[CloseReason.ERROR] = _claim(
         stuck, CloseReason.ERROR, [SessionStatus.STARTING], now
     )
+    stale = timedelta(seconds=settings.REAPER_STOPPING_STALE_SECONDS)  # its task was lost
     claimed.stale = ids(
         AvatarSession.objects.filter(status=SessionStatus.STOPPING).filter(
-            Q(state_changed_at__lte=now - STOPPING_STALE) | Q(state_changed_at__isnull=True)
+            Q(state_changed_at__lte=now - stale) | Q(state_changed_at__isnull=True)
         )
     )
     for reason, moved in claimed.by_reason.items():

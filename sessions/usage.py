@@ -9,15 +9,18 @@ that ended this month plus, for sessions still live, the minutes they have run s
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
+from django.db import IntegrityError, transaction
 from django.db.models import Count, IntegerField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from sessions.models import LIVE_STATUSES, AvatarSession, UsageKind, UsageRecord
+from systimz import errors
 from systimz.orgs.models import Organisation
 
 GroupBy = Literal["day", "avatar", "quality"]
@@ -35,6 +38,12 @@ def usage_record_close(session: AvatarSession) -> UsageRecord:
     ended = session.ended_at or timezone.now()
     seconds = (ended - session.started_at).total_seconds() if session.started_at else 0.0
     seconds = max(seconds, 0.0)
+    # The plan's session length bounds what is billed: the reaper stops a session at its
+    # length plus up to one tick, and that lag is ours, not the customer's. The seconds stay
+    # the real ones, to reconcile with the provider's own record.
+    billed = seconds
+    if session.started_at and session.expires_at:
+        billed = min(seconds, (session.expires_at - session.started_at).total_seconds())
     events = session.events.all()
     speaking_ms = sum(
         float(p.get("duration_ms") or 0)
@@ -54,34 +63,73 @@ def usage_record_close(session: AvatarSession) -> UsageRecord:
         started_at=session.started_at,
         ended_at=ended,
         session_seconds=int(seconds),
-        billable_minutes=billable_minutes(seconds),
+        billable_minutes=billable_minutes(billed),
         speaking_seconds=round(speaking_ms / 1000),
         tasks=events.filter(type="task").count(),
         close_reason=session.close_reason,
     )
 
 
+CORRECTION_KEY_NAMESPACE = uuid.UUID("6f1d2c3a-52a4-4b8e-9d0e-5b7c1a2f3e40")
+
+
+def correction_id(session_id: object, key: str) -> uuid.UUID:
+    """The primary key of the correction ``key`` of a session: the same key always names the
+    same row, so the primary key itself makes a repeated correction impossible."""
+    return uuid.uuid5(CORRECTION_KEY_NAMESPACE, f"{session_id}:correction:{key}")
+
+
 def usage_correct(
-    *, record: UsageRecord, billable_minutes_delta: int, note: str, session_seconds_delta: int = 0
+    *,
+    record: UsageRecord,
+    billable_minutes_delta: int,
+    note: str,
+    session_seconds_delta: int = 0,
+    key: str | None = None,
+    now: datetime | None = None,
 ) -> UsageRecord:
-    """Correct a session's usage with a new signed row (the ledger is never edited)."""
-    return UsageRecord.objects.create(
-        organisation_id=record.organisation_id,
-        session_id=record.session_id,
-        kind=UsageKind.CORRECTION,
-        avatar_id=record.avatar_id,
-        avatar_slug=record.avatar_slug,
-        quality=record.quality,
-        provider=record.provider,
-        end_user=record.end_user,
-        embed_origin=record.embed_origin,
-        started_at=record.started_at,
-        ended_at=record.ended_at,
-        session_seconds=session_seconds_delta,
-        billable_minutes=billable_minutes_delta,
-        close_reason=record.close_reason,
-        note=note,
-    )
+    """Correct a session's usage with a new signed row (the ledger is never edited).
+
+    Idempotent per ``key`` (say, a support ticket's id): a repeat returns the row already
+    recorded, and a repeat with other amounts is refused (``Conflict``), as Stripe refuses an
+    idempotency key reused with other parameters. Without a key every call is a new correction.
+
+    A correction counts on the corrected session's day while that month is still open (the
+    current UTC month); once the month is over, its report is final and the correction counts
+    now, in the current month, as an adjustment."""
+    now = now or timezone.now()
+    ended = record.ended_at if month_start(record.ended_at) == month_start(now) else now
+    pk = correction_id(record.session_id, key) if key is not None else uuid.uuid4()
+    fields = {
+        "organisation_id": record.organisation_id,
+        "session_id": record.session_id,
+        "kind": UsageKind.CORRECTION,
+        "avatar_id": record.avatar_id,
+        "avatar_slug": record.avatar_slug,
+        "quality": record.quality,
+        "provider": record.provider,
+        "end_user": record.end_user,
+        "embed_origin": record.embed_origin,
+        "started_at": record.started_at,
+        "ended_at": ended,
+        "session_seconds": session_seconds_delta,
+        "billable_minutes": billable_minutes_delta,
+        "close_reason": record.close_reason,
+        "note": note,
+    }
+    try:
+        with transaction.atomic():
+            return UsageRecord.objects.create(pk=pk, **fields)
+    except IntegrityError:
+        existing = UsageRecord.objects.filter(pk=pk, session_id=record.session_id).first()
+        if existing is None:
+            raise
+    if (existing.billable_minutes, existing.session_seconds) != (
+        billable_minutes_delta,
+        session_seconds_delta,
+    ):
+        raise errors.Conflict(f"Correction {key!r} was already recorded with other amounts.")
+    return existing
 
 
 def month_start(now: datetime) -> datetime:
@@ -138,7 +186,9 @@ class UsageReport:
 def _sums() -> dict[str, Any]:
     zero = Value(0, output_field=IntegerField())
     return {
-        "sessions": Count("session", distinct=True, filter=Q(kind=UsageKind.SESSION)),
+        # One session row per session (a unique constraint), so a plain count is the distinct
+        # count, about 3x cheaper on PostgreSQL.
+        "sessions": Count("pk", filter=Q(kind=UsageKind.SESSION)),
         "session_seconds": Coalesce(Sum("session_seconds"), zero),
         "billable_minutes": Coalesce(Sum("billable_minutes"), zero),
         "speaking_seconds": Coalesce(Sum("speaking_seconds"), zero),
