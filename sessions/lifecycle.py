@@ -108,13 +108,16 @@ def _open_at_provider(
         _close(session, CloseReason.ERROR, failure=f"create failed: {type(exc).__name__}")
         raise to_api_error(exc, "create the session") from exc
     # Recorded before anything else can fail, so the provider session is never unaccounted for.
-    transition(
+    recorded = transition(
         session,
         from_statuses=[SessionStatus.STARTING],
         to_status=SessionStatus.STARTING,
         provider_session_id=created.session_id,
         media=created.media,
     )
+    if not recorded:  # stopped while the provider created it: its stop found nothing to stop
+        _stop_unrecorded(session, provider, created.session_id)
+        raise errors.Conflict("The session was stopped while it started.")
     try:
         provider.start(created.session_id)
     except perrors.ProviderError as exc:
@@ -139,6 +142,21 @@ def _open_at_provider(
     session.refresh_from_db(fields=["next_seq"])
     log.info("session.started session=%s provider=%s", session.pk, session.provider)
     return session
+
+
+def _stop_unrecorded(session: AvatarSession, provider: AvatarProvider, created_id: str) -> None:
+    """Stop a provider session created for a row that another actor closed meanwhile. Its id
+    goes on the row first (a plain write: the row's state and version are the closer's), so a
+    stop that does not land is retried by the reaper like any other."""
+    type(session).objects.filter(pk=session.pk, provider_session_id="").update(
+        provider_session_id=created_id
+    )
+    session.refresh_from_db()
+    if session.provider_session_id != created_id:  # cannot happen: one create per row
+        log.error("session.create_unrecorded session=%s", session.pk)
+        return
+    if not _stop_at_provider(session, provider):
+        log.warning("session.stopped_while_starting session=%s stop=pending", session.pk)
 
 
 def _stop_at_provider(session: AvatarSession, provider: AvatarProvider) -> bool:

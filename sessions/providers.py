@@ -15,6 +15,7 @@ from avatars.providers.heygen import HeyGenInteractive
 from avatars.providers.http import timeouts
 from sessions.models import AvatarSession
 from systimz import errors
+from systimz.orgs.crypto import DecryptionError
 from systimz.orgs.models import ProviderCredential
 
 
@@ -25,11 +26,23 @@ def _timeouts() -> Any:
     )
 
 
+def _api_key(credential: ProviderCredential) -> str:
+    try:
+        return credential.reveal_api_key()
+    except DecryptionError as exc:
+        # A key under a dropped encryption key, or a ciphertext moved from another row: a
+        # conflict the organisation resolves by storing the key again, raised as our own error
+        # so that a session admitted for it is closed at once and frees its slot.
+        raise errors.Conflict(
+            "A stored credential cannot be decrypted; store it again under provider-credentials/."
+        ) from exc
+
+
 def provider_for_credential(credential: ProviderCredential) -> AvatarProvider:
     """A client for a remote provider's key (HeyGen or LiveAvatar)."""
     if credential.provider == Provider.HEYGEN:
         return HeyGenInteractive(
-            api_key=credential.reveal_api_key(),
+            api_key=_api_key(credential),
             base_url=settings.HEYGEN_API_BASE,
             timeout=_timeouts(),
         )
@@ -37,7 +50,7 @@ def provider_for_credential(credential: ProviderCredential) -> AvatarProvider:
         from avatars.providers.liveavatar import LiveAvatar
 
         return LiveAvatar(
-            api_key=credential.reveal_api_key(),
+            api_key=_api_key(credential),
             base_url=settings.LIVEAVATAR_API_BASE,
             timeout=_timeouts(),
         )

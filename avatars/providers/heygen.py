@@ -8,6 +8,7 @@ documented capitalised spelling.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,8 @@ SESSION_NOT_FOUND = 10006
 CONCURRENCY_CODES = {10007, 10014, 10015}
 AVATAR_CODES = {10003, 10012, 10013, 400014}
 RATE_LIMIT_CODES = {400123}
+STARTED_CODES = {10002, 10003}  # "session state wrong: connecting" / "... connected"
+STATE_WRONG = re.compile(r"state wrong:\s*(\w+)", re.IGNORECASE)
 
 
 def _raise_for(status: int, headers: Mapping[str, str], body: Any) -> None:
@@ -73,6 +76,14 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: Any) -> Any:
     if not isinstance(body, dict):
         raise ProviderBadResponse("heygen: expected a JSON object", status=status)
     return body.get("data")
+
+
+def _already_started(exc: ProviderConflict) -> bool:
+    """Whether a refused start says the session is connecting or connected already."""
+    match = STATE_WRONG.search(exc.message)
+    if match is not None:
+        return match.group(1).lower() in {"connecting", "connected"}
+    return exc.code in STARTED_CODES
 
 
 def _require(data: Any, *names: str) -> dict[str, Any]:
@@ -151,10 +162,19 @@ class HeyGenInteractive:
         )
 
     def start(self, session_id: str) -> None:
-        # Starting twice is refused as a wrong state, so a lost answer is safe to resend.
-        self._post(
-            "/v1/streaming.start", {"session_id": session_id}, operation="start", idempotent=True
-        )
+        """Start (connect) a new session. Starting twice is refused as a wrong state, so a lost
+        answer is safe to resend; and a resend refused because the session is already
+        connecting or connected means the first start landed: started, which was asked."""
+        try:
+            self._post(
+                "/v1/streaming.start",
+                {"session_id": session_id},
+                operation="start",
+                idempotent=True,
+            )
+        except ProviderConflict as exc:
+            if not _already_started(exc):
+                raise
 
     def speak(self, session_id: str, text: str, mode: SpeakMode = "repeat") -> TaskResult:
         body = {"session_id": session_id, "text": text, "task_type": mode, "task_mode": "async"}
