@@ -10,6 +10,13 @@ Delivery: the first ``resume`` (or, if none comes within ``RESUME_WINDOW_SECONDS
 of connecting) fixes where the stream starts; from then on events from the group are sent when
 they are next in line, and a gap (an event published out of order, or lost between processes)
 is filled from the log before anything later is sent.
+
+The channel layer is only a doorbell, and it can fail (Redis down or restarted: a publish
+lost, a subscription that hangs). So nothing the consumer must do waits on it for long: the
+listener count in the database is kept first, the layer's calls are bounded by
+``LAYER_TIMEOUT_SECONDS`` and their failures logged, and a socket that has heard nothing from
+the layer for ``QUIET_TAIL_SECONDS`` reads the log itself (the in-memory layer, which never
+carries other processes' events, every ``TAIL_SECONDS``). A socket never stays deaf.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ CLOSE_UNAUTHORISED = 4401
 CLOSE_TOO_MANY_ERRORS = 4400
 RESUME_WINDOW_SECONDS = 1.0
 TAIL_SECONDS = 1.0  # the in-memory layer's catch-up from the log (one process only)
+QUIET_TAIL_SECONDS = 5.0  # any other layer: the log is read after this long without a message
+LAYER_TIMEOUT_SECONDS = 3.0
 MAX_FRAME_BYTES = 16 * 1024
 MAX_BAD_FRAMES = 20
 CLIENT_TYPES = ("speak", "interrupt", "keep_alive", "stop", "client_event", "resume")
@@ -74,12 +83,39 @@ def origin_allowed(scope: dict[str, Any], grant: PlayerGrant) -> bool:
     return origin in allowed or origin in set(settings.PLAYER_EXTRA_ORIGINS)
 
 
+async def _bounded(call: Any, what: str, session_id: str) -> bool:
+    """Await a channel-layer call for at most ``LAYER_TIMEOUT_SECONDS``; False (logged) when it
+    fails or hangs. The relay works without the doorbell, only later."""
+    try:
+        await asyncio.wait_for(call, timeout=LAYER_TIMEOUT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - any layer failure: logged, the log covers it
+        log.warning("relay.layer_failed op=%s session=%s error=%s", what, session_id, repr(exc))
+        return False
+    return True
+
+
 class SessionConsumer(AsyncJsonWebsocketConsumer):
     session_id: str
     grant: PlayerGrant | None = None
     live: bool = False
     last_sent: int = 0
     bad_frames: int = 0
+    heard_at: float = 0.0  # loop time of the last message from the layer (or log read)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The consumer's whole life. However it ends (the ``disconnect`` handler, a crash
+        such as the channel layer's receive failing while Redis is down, or daphne cancelling
+        an instance that took too long to close), a player counted in is counted out: the
+        reaper's disconnect rule depends on it."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stop_tasks()
+            if getattr(self, "joined", False) and not getattr(self, "left", False):
+                self.left = True
+                await database_sync_to_async(relay.listener_left)(
+                    self.session_id, self.channel_name
+                )
 
     async def connect(self) -> None:
         self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
@@ -94,43 +130,68 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             log.info("relay.origin_refused session=%s", self.session_id)
             await self.close()  # before accept: the handshake is refused
             return
-        bind_relay_loop(asyncio.get_running_loop())
-        await self.channel_layer.group_add(group_name(self.session_id), self.channel_name)
-        self.last_sent = await database_sync_to_async(relay.listener_joined)(self.session_id)
-        await self.accept()
-        self._go_live_timer = asyncio.get_running_loop().call_later(
-            RESUME_WINDOW_SECONDS, self._schedule_go_live
+        loop = asyncio.get_running_loop()
+        bind_relay_loop(loop)
+        self._send_lock = asyncio.Lock()
+        await _bounded(
+            self.channel_layer.group_add(group_name(self.session_id), self.channel_name),
+            "group_add",
+            self.session_id,
         )
-        if isinstance(self.channel_layer, InMemoryChannelLayer):
-            # One process's layer: events recorded by other processes (the reaper in the
-            # Celery worker) never reach it, so the log is read every second as well.
-            self._tail_task = asyncio.ensure_future(self._tail())
+        self.last_sent = await database_sync_to_async(relay.listener_joined)(self.session_id)
+        self.joined = True
+        await self.accept()
+        self.heard_at = loop.time()
+        self._go_live_timer = loop.call_later(RESUME_WINDOW_SECONDS, self._schedule_go_live)
+        self._tail_task = asyncio.ensure_future(self._tail())
 
     async def _tail(self) -> None:
+        """Read the log when the layer may not bring everything: always with the in-memory
+        layer (events recorded by other processes, the reaper in the Celery worker, never reach
+        it), and after a quiet spell with any other (a publish lost while Redis was down)."""
+        every_second = isinstance(self.channel_layer, InMemoryChannelLayer)
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(TAIL_SECONDS)
-            await self.channel_layer.send(self.channel_name, {"type": "relay.tail"})
-
-    async def relay_tail(self, message: dict[str, Any]) -> None:
-        if self.live:
-            await self._catch_up(self.last_sent)
+            if not self.live:
+                continue
+            if not every_second and loop.time() - self.heard_at < QUIET_TAIL_SECONDS:
+                continue
+            self.heard_at = loop.time()
+            try:
+                await self._catch_up()
+            except Exception as exc:  # noqa: BLE001 - the database may be down: next time
+                log.warning("relay.tail_failed session=%s error=%s", self.session_id, repr(exc))
 
     def _schedule_go_live(self) -> None:
-        self._go_live_task = asyncio.ensure_future(
-            self.channel_layer.send(self.channel_name, {"type": "relay.go_live"})
-        )
+        self._go_live_task = asyncio.ensure_future(self._go_live())
+
+    async def _go_live(self) -> None:
+        if not self.live:
+            await self._catch_up()
+
+    def _stop_tasks(self) -> None:
+        timer = getattr(self, "_go_live_timer", None)
+        if timer is not None:
+            timer.cancel()
+        for name in ("_tail_task", "_go_live_task"):
+            task = getattr(self, name, None)
+            if task is not None:
+                task.cancel()
 
     async def disconnect(self, code: int) -> None:
         if self.grant is None:
             return
-        timer = getattr(self, "_go_live_timer", None)
-        if timer is not None:
-            timer.cancel()
-        tail = getattr(self, "_tail_task", None)
-        if tail is not None:
-            tail.cancel()
-        await self.channel_layer.group_discard(group_name(self.session_id), self.channel_name)
-        await database_sync_to_async(relay.listener_left)(self.session_id, self.channel_name)
+        self._stop_tasks()
+        # The count first: the reaper relies on it, whatever the layer does next.
+        if getattr(self, "joined", False) and not getattr(self, "left", False):
+            self.left = True
+            await database_sync_to_async(relay.listener_left)(self.session_id, self.channel_name)
+        await _bounded(
+            self.channel_layer.group_discard(group_name(self.session_id), self.channel_name),
+            "group_discard",
+            self.session_id,
+        )
 
     # --- from the client --------------------------------------------------------------------
 
@@ -161,7 +222,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self._catch_up(after)
             return
         if not self.live:  # acting before resuming: the stream starts now
-            await self._catch_up(self.last_sent)
+            await self._catch_up()
         try:
             await database_sync_to_async(relay.client_frame)(
                 self.session_id, kind, content, self.channel_name
@@ -182,27 +243,31 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
 
     # --- to the client ----------------------------------------------------------------------
 
-    async def _catch_up(self, after: int) -> None:
-        """Send every public event after ``after`` from the log, in order; then go live."""
+    async def _catch_up(self, after: int | None = None) -> None:
+        """Send every public event after ``after`` (default: the last one sent) from the log,
+        in order; then go live. Under the send lock, so the tail task and the layer's messages
+        never interleave or send one event twice."""
+        async with self._send_lock:
+            await self._catch_up_locked(self.last_sent if after is None else after)
+
+    async def _catch_up_locked(self, after: int) -> None:
         messages, last = await database_sync_to_async(relay.events_after)(self.session_id, after)
         for message in messages:
             await self.send_json(message)
         self.last_sent = max(last, after)
         self.live = True
 
-    async def relay_go_live(self, message: dict[str, Any]) -> None:
-        if not self.live:
-            await self._catch_up(self.last_sent)
-
     async def session_event(self, message: dict[str, Any]) -> None:
+        self.heard_at = asyncio.get_running_loop().time()
         if not self.live:
             return  # the catch-up from the log will include it
-        event = message["event"]
-        seq = event["seq"]
-        if seq <= self.last_sent:
-            return
-        if seq == self.last_sent + 1:
-            await self.send_json(event)
-            self.last_sent = seq
-            return
-        await self._catch_up(self.last_sent)  # a gap: the log has what is missing
+        async with self._send_lock:
+            event = message["event"]
+            seq = event["seq"]
+            if seq <= self.last_sent:
+                return
+            if seq == self.last_sent + 1:
+                await self.send_json(event)
+                self.last_sent = seq
+                return
+            await self._catch_up_locked(self.last_sent)  # a gap: the log has what is missing

@@ -7,11 +7,13 @@ for goes through ``sessions.lifecycle`` like the REST API, so the rules are the 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from sessions import lifecycle
 from sessions.events import PUBLIC_TYPES, event_message
@@ -19,6 +21,12 @@ from sessions.leases import lease_claim, lease_release
 from sessions.models import AvatarSession, CloseReason
 from sessions.services import append_event
 from systimz import errors
+
+log = logging.getLogger("systimz.sessions.relay")
+
+# What the shared cache (Redis) raises when it is down. The relay's leases are best effort, so an
+# outage must neither crash a socket nor skip a listener's bookkeeping in the database.
+CACHE_ERRORS = (RedisError, OSError)
 
 MAX_CATCH_UP = 5000
 MAX_TEXT = 2000
@@ -52,13 +60,14 @@ def listener_joined(session_id: str) -> int:
 
 
 def listener_left(session_id: str, channel_name: str = "") -> None:
-    """Count a player out; the last one leaving starts the disconnect grace period."""
-    if channel_name:
-        forwarder_left(session_id, channel_name)
+    """Count a player out; the last one leaving starts the disconnect grace period. The count
+    comes first: it is what the reaper relies on, whatever happens to the cache after."""
     AvatarSession.objects.filter(pk=session_id).update(listeners=Greatest(F("listeners") - 1, 0))
     AvatarSession.objects.filter(pk=session_id, listeners=0, disconnected_at__isnull=True).update(
         disconnected_at=timezone.now()
     )
+    if channel_name:
+        forwarder_left(session_id, channel_name)
 
 
 def events_after(session_id: str, after: int) -> tuple[list[dict[str, Any]], int]:
@@ -94,12 +103,25 @@ FORWARDER_TTL_SECONDS = 120
 def is_forwarder(session_id: str, channel_name: str) -> bool:
     """Whether this connection is the one whose forwarded media-room events are recorded.
     Every player in the room receives the same events; the first to forward holds the role
-    (renewed as it forwards) until it goes quiet, so two tabs never record everything twice."""
-    return lease_claim(f"relay:forwarder:{session_id}", channel_name, FORWARDER_TTL_SECONDS)
+    (renewed as it forwards) until it goes quiet, so two tabs never record everything twice.
+    With the cache down the lease cannot be read, and every connection records: a forwarded
+    event twice in the record beats a socket crashed or the event lost."""
+    try:
+        return lease_claim(f"relay:forwarder:{session_id}", channel_name, FORWARDER_TTL_SECONDS)
+    except CACHE_ERRORS as exc:
+        log.warning(
+            "relay.forwarder_lease_unavailable session=%s error=%s", session_id, type(exc).__name__
+        )
+        return True
 
 
 def forwarder_left(session_id: str, channel_name: str) -> None:
-    lease_release(f"relay:forwarder:{session_id}", channel_name)
+    try:
+        lease_release(f"relay:forwarder:{session_id}", channel_name)
+    except CACHE_ERRORS as exc:  # the lease lapses by its TTL instead
+        log.warning(
+            "relay.forwarder_lease_unavailable session=%s error=%s", session_id, type(exc).__name__
+        )
 
 
 def client_frame(
