@@ -59,11 +59,16 @@ class AppServer:
     """``daphne`` serving the app on ``http://127.0.0.1:<port>`` against ``database``."""
 
     def __init__(
-        self, database: str, log_path: Path, extra_env: dict[str, str] | None = None
+        self,
+        database: str,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        daphne_args: list[str] | None = None,
     ) -> None:
         self.database = database
         self.log_path = log_path  # daphne's output, for when something goes wrong
         self.extra_env = extra_env or {}
+        self.daphne_args = daphne_args or []  # more options: --ping-interval, ...
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -99,7 +104,7 @@ class AppServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # another process may take the free port before daphne binds it
             self.port = free_port()
-            with self.log_path.open("wb") as log:
+            with self.log_path.open("ab") as log:  # a restart appends to the same log
                 self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and args
                     [
                         sys.executable,
@@ -109,6 +114,7 @@ class AppServer:
                         "127.0.0.1",
                         "-p",
                         str(self.port),
+                        *self.daphne_args,
                         "systimz.asgi:application",
                     ],
                     cwd=BASE_DIR,

@@ -48,6 +48,7 @@ import psycopg
 from cryptography.fernet import Fernet
 
 from tests.e2e.servers import BASE_DIR, AppServer, free_port
+from tests.emulators.heygen import HeyGenEmulator
 
 REDIS_SERVER = shutil.which("redis-server")
 PG_BIN = next(iter(sorted(glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
@@ -664,38 +665,12 @@ class EventDriver:
 
 
 class DaphneServer(AppServer):
-    """``AppServer`` with extra daphne options (``--ping-interval``, ...)."""
-
-    def __init__(self, *args: Any, daphne_args: list[str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.daphne_args = daphne_args or []
+    """``AppServer`` stopped at exit too, with its memory readable."""
 
     def start(self) -> DaphneServer:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            self.port = free_port()
-            with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and args
-                    [
-                        sys.executable,
-                        "-m",
-                        "daphne",
-                        "-b",
-                        "127.0.0.1",
-                        "-p",
-                        str(self.port),
-                        *self.daphne_args,
-                        "systimz.asgi:application",
-                    ],
-                    cwd=BASE_DIR,
-                    env=self.environment(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            if self._wait_ready():
-                _cleanups.append(self.stop)
-                return self
-        raise RuntimeError(f"daphne did not start; its log:\n{self.log_tail()}")
+        super().start()
+        _cleanups.append(self.stop)
+        return self
 
     def rss_kib(self) -> int:
         """Resident memory of the daphne process (``/proc/<pid>/status`` VmRSS)."""
@@ -878,3 +853,36 @@ def running(*things: Any) -> Iterator[None]:
         for thing in reversed(things):
             with contextlib.suppress(Exception):
                 (getattr(thing, "stop", None) or thing.close)()
+
+
+@dataclass
+class AppStack:
+    """What a fault test runs against: the app on its own database, redis-server and HeyGen
+    emulator, with handles to each so the test can break one."""
+
+    app: App
+    cluster: PostgresCluster
+    redis: RedisServer
+    heygen: HeyGenEmulator
+    db: str
+
+
+@contextlib.contextmanager
+def app_stack(name: str, workdir: Path, **app_options: Any) -> Iterator[AppStack]:
+    """Start a private database ``name`` (on the shared private cluster), a redis-server, the
+    HeyGen emulator and the app (daphne) on them; stop them all on the way out. ``app_options``
+    go to :class:`App` (``plan``, ``daphne_args``, ``extra_env``)."""
+    cluster = private_postgres()
+    database = cluster.database(name)
+    redis = RedisServer().start()
+    heygen = HeyGenEmulator(keys={HEYGEN_KEY: "enterprise"}).start()
+    app = App(
+        database=database,
+        redis_url=redis.url,
+        heygen_base=heygen.base_url,
+        workdir=workdir,
+        **app_options,
+    )
+    with running(heygen, redis, app):
+        app.start()
+        yield AppStack(app=app, cluster=cluster, redis=redis, heygen=heygen, db=name)

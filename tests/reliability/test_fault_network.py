@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.emulators.heygen import HeyGenEmulator
 from tests.reliability import faults
 
 PING_INTERVAL, PING_TIMEOUT = 2, 3
@@ -37,34 +35,16 @@ DELAY = 0.2
 LINK_DOWN_SECONDS = faults.env_seconds("SYSTIMZ_T16_LINK_DOWN_SECONDS", 10)
 
 
-@dataclass
-class Stack:
-    app: faults.App
-    db: str
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cluster = faults.private_postgres()
-    db = cluster.database("fault_network")
-    redis = faults.RedisServer().start()
-    heygen = HeyGenEmulator(keys={faults.HEYGEN_KEY: "enterprise"}).start()
-    app = faults.App(
-        database=db,
-        redis_url=redis.url,
-        heygen_base=heygen.base_url,
-        workdir=Path(tmp_path_factory.mktemp("t16")),
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[faults.AppStack]:
+    workdir = Path(tmp_path_factory.mktemp("t16"))
+    with faults.app_stack(
+        "fault_network",
+        workdir,
         plan="enterprise",
-        daphne_args=[
-            "--ping-interval",
-            str(PING_INTERVAL),
-            "--ping-timeout",
-            str(PING_TIMEOUT),
-        ],
-    )
-    with faults.running(heygen, redis, app):
-        app.start()
-        yield Stack(app=app, db="fault_network")
+        daphne_args=["--ping-interval", str(PING_INTERVAL), "--ping-timeout", str(PING_TIMEOUT)],
+    ) as stack:
+        yield stack
 
 
 def _listeners(db: str, session_id: str) -> int:
@@ -73,7 +53,7 @@ def _listeners(db: str, session_id: str) -> int:
 
 @faults.needs_servers
 def test_delay_drops_and_a_dead_link_leave_the_event_log_identical(
-    stack: Stack, record_property: Any
+    stack: faults.AppStack, record_property: Any
 ) -> None:
     app, db = stack.app, stack.db
     assert app.server is not None

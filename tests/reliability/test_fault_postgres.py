@@ -37,7 +37,6 @@ import httpx
 import pytest
 
 from tests.e2e.servers import BASE_DIR
-from tests.emulators.heygen import HeyGenEmulator
 from tests.reliability import faults
 
 MAX_STARTS = int(faults.env_seconds("SYSTIMZ_T11_STARTS", 60))
@@ -67,30 +66,11 @@ for credential in ProviderCredential.objects.all():
 """
 
 
-@dataclass
-class Stack:
-    app: faults.App
-    cluster: faults.PostgresCluster
-    heygen: HeyGenEmulator
-    db: str
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cluster = faults.private_postgres()
-    db = cluster.database("fault_postgres")
-    redis = faults.RedisServer().start()
-    heygen = HeyGenEmulator(keys={faults.HEYGEN_KEY: "enterprise"}).start()
-    app = faults.App(
-        database=db,
-        redis_url=redis.url,
-        heygen_base=heygen.base_url,
-        workdir=Path(tmp_path_factory.mktemp("t11")),
-        plan="enterprise",
-    )
-    with faults.running(heygen, redis, app):
-        app.start()
-        yield Stack(app=app, cluster=cluster, heygen=heygen, db="fault_postgres")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[faults.AppStack]:
+    workdir = Path(tmp_path_factory.mktemp("t11"))
+    with faults.app_stack("fault_postgres", workdir, plan="enterprise") as stack:
+        yield stack
 
 
 @dataclass
@@ -177,7 +157,7 @@ def _recover(app: faults.App) -> None:
 
 @faults.needs_servers
 def test_postgres_restart_during_a_start_burst_leaves_every_session_consistent(
-    stack: Stack, record_property: Any
+    stack: faults.AppStack, record_property: Any
 ) -> None:
     app, cluster, heygen = stack.app, stack.cluster, stack.heygen
     burst = Burst(app).start()

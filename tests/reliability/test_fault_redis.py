@@ -35,9 +35,11 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 
 from tests.e2e.servers import free_port
-from tests.emulators.heygen import HeyGenEmulator
 from tests.reliability import faults
 
 LIMIT = 3  # the trial plan's concurrent sessions
@@ -53,37 +55,19 @@ LEAKED_SQL = """
 """
 
 
-@dataclass
-class Stack:
-    app: faults.App
-    redis: faults.RedisServer
-    heygen: HeyGenEmulator
-    db: str
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cluster = faults.private_postgres()
-    db = cluster.database("fault_redis")
-    redis = faults.RedisServer().start()
-    heygen = HeyGenEmulator(keys={faults.HEYGEN_KEY: "enterprise"}).start()
-    app = faults.App(
-        database=db,
-        redis_url=redis.url,
-        heygen_base=heygen.base_url,
-        workdir=Path(tmp_path_factory.mktemp("t10")),
-    )
-    with faults.running(heygen, redis, app):
-        app.start()
-        app.start_worker()
-        yield Stack(app=app, redis=redis, heygen=heygen, db="fault_redis")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[faults.AppStack]:
+    workdir = Path(tmp_path_factory.mktemp("t10"))
+    with faults.app_stack("fault_redis", workdir) as stack:
+        stack.app.start_worker()
+        yield stack
 
 
 @dataclass
 class Load:
     """The background load and what it observed, phase by phase."""
 
-    stack: Stack
+    stack: faults.AppStack
     phase: str = "before"
     stopping: threading.Event = field(default_factory=threading.Event)
     reads: list[tuple[str, str, int]] = field(default_factory=list)
@@ -154,11 +138,13 @@ def _celery_recovery(redis_url: str, deadline_seconds: float) -> float:
     started = time.monotonic()
     try:
         while True:
-            result = client.send_task("sessions.reap")
             try:
-                result.get(timeout=5)
+                result = client.send_task("sessions.reap")
+                # This process may have hosted an in-process worker for an earlier test, which
+                # marks it as a worker for good; this probe is a client, blocking on purpose.
+                result.get(timeout=5, disable_sync_subtasks=False)
                 return time.monotonic() - started
-            except Exception:
+            except (CeleryTimeoutError, KombuOperationalError, OSError, RedisError):
                 if time.monotonic() - started > deadline_seconds:
                     raise
     finally:
@@ -167,7 +153,7 @@ def _celery_recovery(redis_url: str, deadline_seconds: float) -> float:
 
 @faults.needs_servers
 def test_redis_outage_keeps_limits_reads_and_the_event_log(
-    stack: Stack, record_property: Any
+    stack: faults.AppStack, record_property: Any
 ) -> None:
     app = stack.app
     assert app.server is not None

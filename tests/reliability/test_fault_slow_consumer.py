@@ -37,13 +37,11 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.emulators.heygen import HeyGenEmulator
 from tests.reliability import faults
 
 CLIENTS = int(faults.env_seconds("SYSTIMZ_T15_CLIENTS", 20))
@@ -52,29 +50,16 @@ SEND_BOUND = 128 * 1024
 MESSAGE_SIZE = 1000  # the relay's limit for a forwarded word (sessions.relay.MAX_CLIENT_MESSAGE)
 
 
-@dataclass
-class Stack:
-    app: faults.App
-    db: str
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cluster = faults.private_postgres()
-    db = cluster.database("fault_slow_consumer")
-    redis = faults.RedisServer().start()
-    heygen = HeyGenEmulator(keys={faults.HEYGEN_KEY: "enterprise"}).start()
-    app = faults.App(
-        database=db,
-        redis_url=redis.url,
-        heygen_base=heygen.base_url,
-        workdir=Path(tmp_path_factory.mktemp("t15")),
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[faults.AppStack]:
+    workdir = Path(tmp_path_factory.mktemp("t15"))
+    with faults.app_stack(
+        "fault_slow_consumer",
+        workdir,
         plan="enterprise",
         extra_env={"WS_SEND_BUFFER_LIMIT_BYTES": str(SEND_BOUND)},
-    )
-    with faults.running(heygen, redis, app):
-        app.start()
-        yield Stack(app=app, db="fault_slow_consumer")
+    ) as stack:
+        yield stack
 
 
 def _listeners(db: str, session_id: str) -> int:
@@ -93,7 +78,7 @@ def _drain(client: faults.WsClient) -> None:
 
 @faults.needs_servers
 def test_a_stuck_consumer_is_dropped_and_the_others_get_every_event(
-    stack: Stack, record_property: Any
+    stack: faults.AppStack, record_property: Any
 ) -> None:
     app, db = stack.app, stack.db
     assert app.server is not None
