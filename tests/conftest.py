@@ -76,3 +76,17 @@ def make_tenant(db: None) -> Callable[..., Tenant]:
 def _fast_password_hashing(settings) -> None:
     # Admin logins hash passwords; the production hasher is slow on purpose.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """WebSocket tests (``pytest.mark.anyio``) run on asyncio, as daphne does."""
+    return "asyncio"
+
+
+@pytest.fixture
+def fresh_channel_layer() -> None:
+    """Forget channel layers built by an earlier test: each is bound to that test's loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()

@@ -60,7 +60,9 @@ def running_worker(tmp_path: Path, *, concurrency: int = 2) -> Iterator[Celery]:
         yield app
 
 
-def wait_for(condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "") -> Any:
+def wait_for(
+    condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "", interval: float = 0.02
+) -> Any:
     """Poll ``condition`` (a database read, say) until it is truthy; fail after ``timeout``.
     For state a worker changes in another thread: the condition, not a pause, is the point."""
     deadline = time.monotonic() + timeout
@@ -70,4 +72,4 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = 30.0, what: str =
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
+        time.sleep(interval)

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.core import signing
 
@@ -22,20 +21,15 @@ from systimz.asgi import application
 from tests import factories
 from tests.emulators.heygen import HeyGenEmulator
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.ws, pytest.mark.anyio]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.ws,
+    pytest.mark.anyio,
+    pytest.mark.usefixtures("fresh_channel_layer"),
+]
 SITE = b"http://testserver"
 WAIT = 30  # seconds: a bound on waiting for a frame, not a measurement
 needs_tts = pytest.mark.skipif(not local_tts.is_available(), reason="requirements-tts.txt")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_channel_layer() -> None:
-    channel_layers.backends.clear()  # a layer bound to an earlier test's event loop
 
 
 @pytest.fixture

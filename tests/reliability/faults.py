@@ -49,6 +49,7 @@ from cryptography.fernet import Fernet
 
 from tests.e2e.servers import BASE_DIR, AppServer, free_port
 from tests.emulators.heygen import HeyGenEmulator
+from tests.workers import wait_for
 
 REDIS_SERVER = shutil.which("redis-server")
 PG_BIN = next(iter(sorted(glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
@@ -93,21 +94,6 @@ def env_seconds(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
-def wait_until(
-    condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05
-) -> Any:
-    """Poll ``condition`` until truthy, failing after ``timeout`` seconds (synchronisation on a
-    state, not a pause)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 # --- Redis ------------------------------------------------------------------------------------
 
 
@@ -145,7 +131,7 @@ class RedisServer:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        wait_until(self.ping, timeout=20, what="redis-server to answer")
+        wait_for(self.ping, timeout=20, what="redis-server to answer")
         return self
 
     def ping(self) -> bool:
@@ -300,7 +286,7 @@ def wait_for_quiet_log(db: str, session_id: str, quiet: float = 2.0) -> None:
             seen.update(seq=seq, since=time.monotonic())
         return time.monotonic() - seen["since"] >= quiet
 
-    wait_until(still, timeout=120, what="the session's log to stop growing", interval=0.2)
+    wait_for(still, timeout=120, what="the session's log to stop growing", interval=0.2)
 
 
 _cluster: PostgresCluster | None = None

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.reliability import faults
+from tests.workers import wait_for
 
 PING_INTERVAL, PING_TIMEOUT = 2, 3
 CHECK_TICK = 2  # daphne's Server.timeout_checker runs every 2 s
@@ -64,26 +65,24 @@ def test_delay_drops_and_a_dead_link_leave_the_event_log_identical(
     player = faults.ResumingListener(proxy.port, path).start()
     with faults.running(proxy, driver, player):
         # 200 ms each way: events flow, late.
-        faults.wait_until(lambda: len(player.events) >= 20, timeout=60, what="delayed events")
+        wait_for(lambda: len(player.events) >= 20, timeout=60, what="delayed events")
         # Dropped connections: the player reconnects and resumes each time.
         for _ in range(2):
             connects = player.connects
             assert proxy.abort_all() == 1
-            faults.wait_until(
+            wait_for(
                 lambda connects=connects: player.connects > connects,
                 timeout=30,
                 what="the player to reconnect",
             )
             seq = player.last_seq
-            faults.wait_until(
-                lambda seq=seq: player.last_seq > seq, timeout=30, what="events after it"
-            )
-        faults.wait_until(lambda: _listeners(db, session["id"]) == 2, timeout=30, what="2 in")
+            wait_for(lambda seq=seq: player.last_seq > seq, timeout=30, what="events after it")
+        wait_for(lambda: _listeners(db, session["id"]) == 2, timeout=30, what="2 in")
 
         # The link goes down: daphne must notice the silent peer by its pings.
         proxy.link_down()
         down_at = time.monotonic()
-        faults.wait_until(
+        wait_for(
             lambda: _listeners(db, session["id"]) == 1,
             timeout=PING_INTERVAL + PING_TIMEOUT + CHECK_TICK + 30,
             what="daphne to let the dead peer go",
@@ -95,15 +94,13 @@ def test_delay_drops_and_a_dead_link_leave_the_event_log_identical(
             time.sleep(remaining)  # the rest of the outage, events still being recorded
         proxy.link_up()
         connects = player.connects
-        faults.wait_until(
-            lambda: player.connects > connects, timeout=60, what="the player to come back"
-        )
+        wait_for(lambda: player.connects > connects, timeout=60, what="the player to come back")
         sent = driver.sent
-        faults.wait_until(lambda: driver.sent >= sent + 10, timeout=30, what="more events")
+        wait_for(lambda: driver.sent >= sent + 10, timeout=30, what="more events")
         driver.stop()
         faults.wait_for_quiet_log(db, session["id"])
         server = app.request("GET", f"/api/v1/sessions/{session['id']}/events/?after=0").json()
-        faults.wait_until(
+        wait_for(
             lambda: player.last_seq >= server[-1]["seq"], timeout=60, what="the player to resync"
         )
         # Not synchronisation: a window for anything still in the proxy's pipe to show up as

@@ -38,6 +38,7 @@ import pytest
 
 from tests.e2e.servers import BASE_DIR
 from tests.reliability import faults
+from tests.workers import wait_for
 
 MAX_STARTS = int(faults.env_seconds("SYSTIMZ_T11_STARTS", 60))
 DOWN_SECONDS = faults.env_seconds("SYSTIMZ_T11_DOWN_SECONDS", 3)
@@ -162,7 +163,7 @@ def test_postgres_restart_during_a_start_burst_leaves_every_session_consistent(
     app, cluster, heygen = stack.app, stack.cluster, stack.heygen
     burst = Burst(app).start()
     try:
-        faults.wait_until(
+        wait_for(
             lambda: sum(a.status == 201 for a in burst.answers) >= 5,
             timeout=60,
             what="the first starts",
@@ -173,7 +174,7 @@ def test_postgres_restart_during_a_start_burst_leaves_every_session_consistent(
         cluster.start()
         back = time.monotonic()
         burst.phase = "after"
-        faults.wait_until(
+        wait_for(
             lambda: app.request("GET", "/api/v1/sessions/").status_code == 200,
             timeout=30,
             what="the API to answer 2xx after PostgreSQL came back",

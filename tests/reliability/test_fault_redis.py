@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 
 from tests.e2e.servers import free_port
 from tests.reliability import faults
+from tests.workers import wait_for
 
 LIMIT = 3  # the trial plan's concurrent sessions
 OUTAGE_SECONDS = faults.env_seconds("SYSTIMZ_T10_OUTAGE_SECONDS", 15)
@@ -163,7 +164,7 @@ def test_redis_outage_keeps_limits_reads_and_the_event_log(
     load = Load(stack).start(players[0]["id"])
     health: list[dict[str, Any]] = []
     try:
-        faults.wait_until(
+        wait_for(
             lambda: all(len(lst.events) >= 10 for lst in listeners),
             timeout=30,
             what="events flowing to the listeners",
@@ -181,14 +182,14 @@ def test_redis_outage_keeps_limits_reads_and_the_event_log(
         load.phase = "after"
 
         celery_recovery = _celery_recovery(stack.redis.url, 60)
-        faults.wait_until(
+        wait_for(
             lambda: app.request("GET", "/healthz").status_code == 200,
             timeout=30,
             what="/healthz to be 200 again",
         )
         # Events recorded after recovery too, then the players stop making them.
         sent_at_recovery = [d.sent for d in drivers]
-        faults.wait_until(
+        wait_for(
             lambda: all(d.sent >= n + 10 for d, n in zip(drivers, sent_at_recovery, strict=True)),
             timeout=30,
             what="events recorded after recovery",
@@ -201,7 +202,7 @@ def test_redis_outage_keeps_limits_reads_and_the_event_log(
     try:
         for listener, session in zip(listeners, players, strict=True):
             server = _server_log(app, session["id"])
-            faults.wait_until(
+            wait_for(
                 lambda listener=listener, server=server: listener.last_seq == server[-1]["seq"],
                 timeout=30,
                 what="the listener to catch up with the log",
@@ -231,7 +232,7 @@ def test_redis_outage_keeps_limits_reads_and_the_event_log(
     cluster = faults.private_postgres()
     with cluster.connect(stack.db) as conn:
         try:
-            faults.wait_until(
+            wait_for(
                 lambda: conn.execute(LIVE_SQL).fetchone()[0] == 0,
                 timeout=5 + 2 + 30,
                 what="the reaper to close the sessions the players left",
@@ -239,7 +240,7 @@ def test_redis_outage_keeps_limits_reads_and_the_event_log(
         except AssertionError as exc:
             leaked = conn.execute(LEAKED_SQL).fetchall()
             raise AssertionError(f"{exc}; still live: {leaked}") from None
-    faults.wait_until(
+    wait_for(
         lambda: not stack.heygen.active(faults.HEYGEN_KEY),
         timeout=30,
         what="every provider session stopped",

@@ -43,6 +43,7 @@ from typing import Any
 import pytest
 
 from tests.reliability import faults
+from tests.workers import wait_for
 
 CLIENTS = int(faults.env_seconds("SYSTIMZ_T15_CLIENTS", 20))
 EVENTS = int(faults.env_seconds("SYSTIMZ_T15_EVENTS", 250))
@@ -86,20 +87,16 @@ def test_a_stuck_consumer_is_dropped_and_the_others_get_every_event(
     session = app.post("/api/v1/sessions/", {"avatar": "anna"})
     path = app.ws_path(session)
     players = [faults.ResumingListener(port, path).start() for _ in range(CLIENTS)]
-    faults.wait_until(
-        lambda: _listeners(db, session["id"]) == CLIENTS, timeout=60, what="the players"
-    )
+    wait_for(lambda: _listeners(db, session["id"]) == CLIENTS, timeout=60, what="the players")
     drivers = [
         faults.EventDriver(port, path, interval=0.02, message_size=MESSAGE_SIZE).start(paused=True)
         for _ in range(2)
     ]
     connected = CLIENTS + len(drivers)
-    faults.wait_until(
-        lambda: _listeners(db, session["id"]) == connected, timeout=30, what="the drivers"
-    )
+    wait_for(lambda: _listeners(db, session["id"]) == connected, timeout=30, what="the drivers")
     stuck = faults.WsClient(port, path, rcvbuf=4096)
     stuck.send_json({"type": "resume", "after": 0})
-    faults.wait_until(
+    wait_for(
         lambda: _listeners(db, session["id"]) == connected + 1, timeout=30, what="the stuck one"
     )
     rss_before = app.server.rss_kib()
@@ -122,7 +119,7 @@ def test_a_stuck_consumer_is_dropped_and_the_others_get_every_event(
     try:
         server = app.request("GET", f"/api/v1/sessions/{session['id']}/events/?after=0").json()
         for player in players:
-            faults.wait_until(
+            wait_for(
                 lambda player=player: player.last_seq >= server[-1]["seq"],
                 timeout=60,
                 what="every player to get every event",

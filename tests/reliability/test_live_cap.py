@@ -28,7 +28,6 @@ import pytest
 import time_machine
 from celery import Celery
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.utils import timezone
@@ -47,19 +46,14 @@ from tests.reliability.live import (
 )
 from tests.workers import running_worker
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.ws, pytest.mark.anyio]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.ws,
+    pytest.mark.anyio,
+    pytest.mark.usefixtures("fresh_channel_layer"),
+]
 KEEP_ALIVE_SECONDS = 30  # the talk page's interval (sessions/static/player/relay.js)
 WAIT = 30.0  # a bound on waiting for a frame or a call, not a measurement
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_channel_layer() -> None:
-    channel_layers.backends.clear()  # a layer bound to an earlier test's event loop
 
 
 @pytest.fixture

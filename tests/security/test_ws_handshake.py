@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 import time_machine
 from asgiref.sync import async_to_sync
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
@@ -42,12 +41,11 @@ from tests import factories
 SITE = b"http://testserver"
 ALLOWED = "https://shop.example"
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.ws]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_channel_layer() -> None:
-    channel_layers.backends.clear()  # a layer bound to an earlier test's event loop
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.ws,
+    pytest.mark.usefixtures("fresh_channel_layer"),
+]
 
 
 @pytest.fixture
